@@ -1,0 +1,229 @@
+"""Adapter-only checkpoints (safetensors + JSON) and loading of backbone weights."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import DyTConfig
+from .convert import convert
+from .modules.adapter import Adapter, MoEAdapter
+from .modules.dispatcher import TokenDispatcher
+
+__all__ = ["save_pretrained", "from_pretrained", "create_model", "load_backbone_weights", "trained_state_dict"]
+
+WEIGHTS_NAME = "adapter_model.safetensors"
+CONFIG_NAME = "adapter_config.json"
+FORMAT_VERSION = 1
+PathLike = Union[str, os.PathLike]
+
+
+def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
+    """Call write(tmp) on a temporary file next to `path`, then move it into place, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _architecture(model: nn.Module) -> Dict[str, Any]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return {
+        "architecture": cfg.get("architecture"),
+        "tag": cfg.get("tag"),
+        "embed_dim": model.embed_dim,
+        "depth": len(model.blocks),
+        "num_heads": model.blocks[0].attn.num_heads,
+        "num_prefix_tokens": model.num_prefix_tokens,
+        "patch_size": list(model.patch_embed.patch_size),
+    }
+
+
+def trained_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The tensors training changes: dytune's modules (with their buffers) and every trainable parameter."""
+    keys = {name for name, p in model.named_parameters() if p.requires_grad}
+    for prefix, module in model.named_modules():
+        if isinstance(module, (Adapter, MoEAdapter, TokenDispatcher)):
+            keys.update(f"{prefix}.{k}" for k in module.state_dict())
+    state = model.state_dict()
+    return {k: state[k].detach().cpu().contiguous() for k in sorted(keys)}
+
+
+def save_pretrained(model: nn.Module, path: PathLike) -> Path:
+    """Write the trained tensors of a converted model (adapters, dispatchers, routers, head) and its config.
+
+    Files: `adapter_model.safetensors` and `adapter_config.json` in directory `path`, each written atomically.
+    Load them with `from_pretrained` onto a fresh backbone.
+    """
+    config: Optional[DyTConfig] = getattr(model, "dytune_config", None)
+    if config is None:
+        raise ValueError("save_pretrained expects a model converted by dytune.convert")
+    from . import __version__
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = trained_state_dict(model)
+    meta = {
+        "format": "dytune",
+        "format_version": FORMAT_VERSION,
+        "dytune_version": __version__,
+        "timm_version": timm.__version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "backbone": _architecture(model),
+        "num_classes": model.num_classes,
+        "config": config.to_dict(),
+        "tensors": {k: list(v.shape) for k, v in state.items()},
+    }
+    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    return path
+
+
+def _read_config(path: Path) -> Dict[str, Any]:
+    file = path / CONFIG_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: not found; expected a directory written by dytune.save_pretrained")
+    try:
+        meta = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from e
+    missing = [k for k in ("format", "backbone", "num_classes", "config") if k not in meta]
+    if meta.get("format") != "dytune" or missing:
+        raise ValueError(f"{file}: not a dytune adapter config (missing {missing or ['format=dytune']})")
+    return meta
+
+
+def from_pretrained(path: PathLike, base: nn.Module, is_trainable: bool = False) -> nn.Module:
+    """Convert `base` with a saved config and load the saved tensors into it.
+
+    Args:
+        path: Directory written by `save_pretrained`.
+        base: A fresh timm ViT of the same architecture with its pretrained weights (any head size: the head is
+            replaced by one of the saved class count).
+        is_trainable: Keep the adapters and head trainable and the model in train mode; otherwise freeze
+            everything and return the model in eval mode.
+    """
+    path = Path(path)
+    meta = _read_config(path)
+    saved, actual = meta["backbone"], _architecture(base)
+    mismatched = {k: (saved[k], actual[k]) for k in ("embed_dim", "depth", "num_heads", "num_prefix_tokens")
+                  if k in saved and saved[k] != actual[k]}
+    if mismatched:
+        details = ", ".join(f"{k}: saved {a}, base {b}" for k, (a, b) in mismatched.items())
+        raise ValueError(f"{path}: the base model does not match the saved backbone "
+                         f"{saved.get('architecture')!r} ({details})")
+    if base.num_classes != meta["num_classes"]:
+        base.reset_classifier(meta["num_classes"])
+    model = convert(base, DyTConfig.from_dict(meta["config"]))
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: not found next to {CONFIG_NAME}")
+    load_trained_state(model, load_file(str(weights)), source=str(weights))
+    if not is_trainable:
+        model.requires_grad_(False)
+    return model.train(is_trainable)
+
+
+def load_trained_state(model: nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
+    """Copy saved tensors into a converted model, naming every key that is missing or has the wrong shape."""
+    own = model.state_dict()
+    expected = trained_state_dict(model)
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(expected) - set(state))
+    wrong = [f"{k}: saved {tuple(v.shape)}, model {tuple(own[k].shape)}"
+             for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if unexpected or missing or wrong:
+        lines = [f"{source} does not fit the model:"]
+        for title, items in (("unexpected keys", unexpected), ("missing keys", missing), ("shape mismatches", wrong)):
+            if items:
+                lines.append(f"  {title} ({len(items)}): " + "; ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
+        raise ValueError("\n".join(lines))
+    model.load_state_dict(state, strict=False)
+
+
+def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return load_file(str(path))
+    if suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("model", "state_dict", "module"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+            raise ValueError(f"{path}: expected a state dict of tensors")
+        return state
+    raise ValueError(f"{path}: unsupported weight file; expected .pth/.pt/.bin/.ckpt, .safetensors or .npz")
+
+
+def load_backbone_weights(model: nn.Module, checkpoint_path: PathLike) -> nn.Module:
+    """Load pretrained backbone weights from a local file into a timm ViT (before or without conversion).
+
+    Accepts timm/PyTorch state dicts (.pth/.pt/.bin, unpickled with weights_only=True), .safetensors, and Google's
+    .npz. `pre_logits.*` (the in21k representation layer) is dropped, and so is a head whose class count differs
+    from the model's (e.g. the 21,843-class in21k head). Position embeddings are resampled by timm when the image
+    size differs.
+    """
+    from timm.models.vision_transformer import _load_weights, checkpoint_filter_fn
+
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: backbone checkpoint not found")
+    if path.suffix.lower() == ".npz":
+        _load_weights(model, str(path))
+        return model
+    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("pre_logits.")}
+    state = checkpoint_filter_fn(state, model)
+    own = model.state_dict()
+    dropped_head = [k for k in list(state) if k.startswith("head") and k in own and state[k].shape != own[k].shape]
+    for k in dropped_head:
+        del state[k]
+    unexpected = sorted(k for k in state if k not in own)
+    wrong = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+             for k in state if k in own and state[k].shape != own[k].shape]
+    missing = sorted(k for k in own if k not in state and not k.startswith("head"))
+    if unexpected or wrong or missing:
+        raise ValueError(f"{path} does not fit {type(model).__name__}: unexpected {unexpected[:10]}, "
+                         f"missing {missing[:10]}, shape mismatches {wrong[:10]}")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def create_model(
+        model_name: str,
+        pretrained: bool = False,
+        checkpoint_path: Optional[PathLike] = None,
+        num_classes: Optional[int] = None,
+        config: Optional[DyTConfig] = None,
+        **kwargs: Any,
+) -> nn.Module:
+    """timm.create_model + backbone weights + dytune.convert in one call.
+
+    Args:
+        model_name: A timm ViT name, e.g. "vit_base_patch16_224" or "vit_base_patch16_224.orig_in21k".
+        pretrained: Download timm's pretrained weights (needs the network; ignored with `checkpoint_path`).
+        checkpoint_path: Local backbone weights (.pth/.bin/.safetensors/.npz), e.g. the original
+            jx_vit_base_patch16_224_in21k-e5005f0a.pth.
+        num_classes: Classes of the new head.
+        config: Conversion settings; `DyTConfig()` if omitted.
+        **kwargs: Passed to timm.create_model (img_size, drop_path_rate, dynamic_img_size, ...).
+    """
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = timm.create_model(model_name, pretrained=pretrained and checkpoint_path is None, **kwargs)
+    if checkpoint_path is not None:
+        load_backbone_weights(model, checkpoint_path)
+    return convert(model, config)

@@ -1,0 +1,162 @@
+"""Patch dynamic tuning into a timm VisionTransformer, and model-level controls (execution mode, temperature)."""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import warnings
+from typing import Iterator, List, Optional
+
+import timm
+import torch
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
+
+from .config import DyTConfig
+from .modules.blocks import BLOCK_VARIANTS, EXECUTION_MODES, TIMM_BLOCK_PARTS, DynamicBlock
+
+__all__ = ["convert", "execution", "dynamic_blocks", "keep_masks", "keep_rates", "set_tau", "set_tau_progress"]
+
+TESTED_TIMM = ((1, 0, 20), (1, 1, 0))  # [lower, upper) bound of the timm releases the ViT internals were checked on
+
+
+def _timm_version() -> tuple:
+    parts = []
+    for piece in timm.__version__.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _check_supported(model: nn.Module) -> None:
+    if not isinstance(model, VisionTransformer):
+        raise TypeError(
+            f"dytune.convert expects a timm VisionTransformer (e.g. timm.create_model('vit_base_patch16_224')), "
+            f"got {type(model).__name__}")
+    if any(isinstance(b, DynamicBlock) for b in model.blocks):
+        raise ValueError("this model is already converted by dytune.convert")
+    lo, hi = TESTED_TIMM
+    if not lo <= _timm_version() < hi:
+        warnings.warn(f"dytune was tested with timm >= {'.'.join(map(str, lo))}, < {'.'.join(map(str, hi))}; "
+                      f"found timm {timm.__version__}", stacklevel=3)
+    for i, block in enumerate(model.blocks):
+        if type(block) is not Block:
+            raise TypeError(f"block {i} is a {type(block).__name__}; dytune supports timm's pre-norm "
+                            f"vision_transformer.Block only (timm {timm.__version__})")
+        missing = [n for n in TIMM_BLOCK_PARTS if not hasattr(block, n)]
+        if missing or "attn_mask" not in inspect.signature(block.attn.forward).parameters:
+            raise RuntimeError(
+                f"timm {timm.__version__} lays out ViT blocks differently from what dytune supports "
+                f"(missing {missing or 'Attention.forward(attn_mask=...)'}); install timm>="
+                f"{'.'.join(map(str, lo))},<{'.'.join(map(str, hi))}")
+
+
+def _check_input(model: VisionTransformer, args: tuple) -> None:
+    """Forward pre-hook: reject images the patch embedding cannot take, with a message saying what fits."""
+    x = args[0] if args else None
+    embed = model.patch_embed
+    channels = embed.proj.in_channels
+    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != channels:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"dytune model input: expected images of shape [B, {channels}, H, W], got {shape}")
+    height, width = x.shape[-2:]
+    ph, pw = embed.patch_size
+    if not model.dynamic_img_size and getattr(embed, "strict_img_size", True) and (height, width) != tuple(embed.img_size):
+        raise ValueError(
+            f"dytune model input: this model takes {embed.img_size[0]}x{embed.img_size[1]} images, got "
+            f"{height}x{width}; create the timm model with img_size=({height}, {width}) or dynamic_img_size=True")
+    if not getattr(embed, "dynamic_img_pad", False) and (height % ph or width % pw):
+        raise ValueError(f"dytune model input: {height}x{width} is not a multiple of the {ph}x{pw} patch size")
+
+
+def convert(model: nn.Module, config: Optional[DyTConfig] = None) -> VisionTransformer:
+    """Add adapters and token dispatchers to a timm VisionTransformer, in place, and freeze the backbone.
+
+    The blocks are replaced by dynamic blocks that adopt the original sub-modules, so the backbone's state-dict keys
+    are unchanged. Afterwards only the new modules and the classifier head are trainable. In train mode the model runs
+    "masked", in eval mode "sparse" (see `execution`).
+
+    Args:
+        model: A timm VisionTransformer with pre-norm `Block`s (ViT, DeiT, CLIP-style, register/LayerScale models).
+        config: Conversion settings; `DyTConfig()` if omitted.
+
+    Returns:
+        The same model object, converted.
+    """
+    config = config or DyTConfig()
+    _check_supported(model)
+    depth = len(model.blocks)
+    layers = set(range(depth)) if config.layers is None else set(config.layers)
+    if any(i >= depth for i in layers):
+        raise ValueError(f"DyTConfig.layers={config.layers}: the model has {depth} blocks (indices 0..{depth - 1})")
+    model.requires_grad_(False)
+    block_cls = BLOCK_VARIANTS[config.variant]
+    for i, block in enumerate(model.blocks):
+        model.blocks[i] = block_cls(block, model.embed_dim, model.num_prefix_tokens, config, dynamic=i in layers)
+    heads = model.get_classifier()
+    for head in heads if isinstance(heads, tuple) else (heads,):
+        head.requires_grad_(True)
+    model.dytune_config = config
+    model.register_forward_pre_hook(_check_input)
+    return model
+
+
+def dynamic_blocks(model: nn.Module) -> List[DynamicBlock]:
+    """The dytune blocks of a converted model, in order."""
+    blocks = [m for m in model.modules() if isinstance(m, DynamicBlock)]
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} has no dytune blocks; convert it with dytune.convert first")
+    return blocks
+
+
+def keep_masks(model: nn.Module) -> List[torch.Tensor]:
+    """Patch-token keep masks [B, N_patch] of every dispatched sub-block in the last forward, in order."""
+    return [mask for block in dynamic_blocks(model) for mask in block.keep_masks.values()]
+
+
+def keep_rates(model: nn.Module) -> List[float]:
+    """Mean keep rate of each dispatched sub-block in the last forward."""
+    return [float(mask.detach().float().mean()) for mask in keep_masks(model)]
+
+
+@contextlib.contextmanager
+def execution(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Run a converted model in one execution mode inside the block, whatever its train/eval state.
+
+    Args:
+        model: A converted model.
+        mode: "sparse" (skipped tokens are not computed; inference only), "masked" (everything computed, skipped
+            outputs zeroed) or "complete" (nothing skipped).
+    """
+    if mode not in EXECUTION_MODES:
+        raise ValueError(f"execution mode {mode!r}: expected one of {', '.join(EXECUTION_MODES)}")
+    blocks = dynamic_blocks(model)
+    previous = [b.execution for b in blocks]
+    for b in blocks:
+        b.execution = mode
+    try:
+        yield model
+    finally:
+        for b, mode_before in zip(blocks, previous):
+            b.execution = mode_before
+
+
+def set_tau(model: nn.Module, tau: float) -> None:
+    """Set the Gumbel-sigmoid temperature of every dispatcher."""
+    if not tau > 0:
+        raise ValueError(f"tau={tau!r}: expected a value > 0")
+    for block in dynamic_blocks(model):
+        for dispatcher in block.dispatchers().values():
+            dispatcher.tau = tau
+
+
+def set_tau_progress(model: nn.Module, progress: float) -> float:
+    """Anneal tau linearly from `DyTConfig.tau` to `DyTConfig.tau_final` as training progress goes 0 -> 1.
+
+    Returns the temperature set (the constant `tau` when `tau_final` is None).
+    """
+    config: DyTConfig = model.dytune_config
+    progress = min(max(progress, 0.0), 1.0)
+    end = config.tau if config.tau_final is None else config.tau_final
+    tau = config.tau + (end - config.tau) * progress
+    set_tau(model, tau)
+    return tau

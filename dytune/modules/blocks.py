@@ -1,0 +1,210 @@
+"""Dynamic transformer blocks, one class per dispatch variant of the paper.
+
+Each block adopts the sub-modules of a timm `Block` (so pretrained weights keep their names) and adds adapters and
+token dispatchers. One set of weights runs in three execution modes:
+
+* "masked": every token is computed and the outputs of skipped tokens are zeroed (training; exact gradients).
+* "sparse": only the kept tokens of the batch are computed (inference; real savings).
+* "complete": nothing is skipped and dispatchers are not run (the self-distillation teacher).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from ..config import DyTConfig
+from ..flops import attention_macs, tokenwise_macs
+from .adapter import build_adapter
+from .dispatcher import TokenDispatcher
+from .tokens import add_tokenwise, attention_mask, gather_tokens, pack, scatter_add_valid, with_prefix
+
+EXECUTION_MODES = ("masked", "sparse", "complete")
+TIMM_BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
+
+
+class DynamicBlock(nn.Module):
+    """Base class: a timm pre-norm block whose sub-blocks can be skipped per token.
+
+    Args:
+        block: The timm `Block` whose sub-modules are adopted.
+        dim: Token width.
+        num_prefix_tokens: Leading class/distillation/register tokens; they are never skipped.
+        config: Adapter and dispatcher settings.
+        dynamic: Build dispatchers; without them every token is computed (AdaptFormer-style block).
+    """
+
+    variant: str = ""
+    sub_blocks: tuple = ()  # names of the dispatched sub-blocks, each with `<name>_dispatcher` and `<name>_adapter`
+
+    def __init__(self, block: nn.Module, dim: int, num_prefix_tokens: int, config: DyTConfig, dynamic: bool) -> None:
+        super().__init__()
+        for name in TIMM_BLOCK_PARTS:
+            setattr(self, name, getattr(block, name))
+        self.dim = dim
+        self.num_prefix_tokens = num_prefix_tokens
+        self.dynamic = dynamic
+        self.execution: Optional[str] = None
+        self.keep_masks: Dict[str, torch.Tensor] = {}
+        self._shape = (0, 0)
+        for name in self.sub_blocks:
+            setattr(self, f"{name}_adapter", build_adapter(
+                dim, config.bottleneck, config.experts, config.adapter_scale, config.adapter_dropout))
+            dispatcher = TokenDispatcher(dim, tau=config.tau, threshold=config.threshold) if dynamic else None
+            setattr(self, f"{name}_dispatcher", dispatcher)
+
+    @property
+    def mode(self) -> str:
+        """The execution mode of the next forward: the one set by `dytune.execution`, else masked/sparse by train/eval."""
+        mode = self.execution or ("masked" if self.training else "sparse")
+        if mode == "sparse" and self.training:
+            raise RuntimeError(
+                "dytune: 'sparse' execution is for inference; call model.eval(), or use 'masked' to train")
+        return mode
+
+    def dispatchers(self) -> Dict[str, TokenDispatcher]:
+        return {n: getattr(self, f"{n}_dispatcher") for n in self.sub_blocks if getattr(self, f"{n}_dispatcher") is not None}
+
+    def _keep(self, name: str, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """[B, N] keep mask of sub-block `name` (prefix tokens kept), or None when every token is computed."""
+        dispatcher = getattr(self, f"{name}_dispatcher")
+        if dispatcher is None or self.mode == "complete":
+            return None
+        mask = dispatcher(x[:, self.num_prefix_tokens:])
+        self.keep_masks[name] = mask
+        return with_prefix(mask, self.num_prefix_tokens)
+
+    def _attn_out(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
+
+    def _mlp_out(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+    def _add_tokenwise(
+            self, out: torch.Tensor, x: torch.Tensor, keep: Optional[torch.Tensor],
+            fn: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """out + keep * fn(x) for a token-wise fn, computing fn only on kept tokens in sparse mode."""
+        if keep is None:
+            return out + fn(x)
+        if self.mode == "masked":
+            return out + fn(x) * keep.unsqueeze(-1).to(x.dtype)
+        return add_tokenwise(out.contiguous(), x, keep, fn)
+
+    def _add_attention(
+            self, out: torch.Tensor, x: torch.Tensor, keep: Optional[torch.Tensor], with_mlp: bool = False,
+    ) -> torch.Tensor:
+        """out + keep * (attention among kept tokens [+ the MLP after it]) of x."""
+        if keep is None:
+            a = self._attn_out(x)
+            return out + (a + self._mlp_out(x + a) if with_mlp else a)
+        if self.mode == "masked":
+            a = self._attn_out(x, attention_mask(keep > 0))
+            delta = a + self._mlp_out(x + a) if with_mlp else a
+            return out + delta * keep.unsqueeze(-1).to(x.dtype)
+        order, valid = pack(keep)
+        packed = gather_tokens(x, order)
+        mask = attention_mask(valid)
+        a = self._attn_out(packed, mask)
+        if with_mlp:
+            if mask is None:
+                a = a + self._mlp_out(packed + a)
+            else:  # the MLP is token-wise: run it on the valid rows only, not on the padding
+                a = a.index_put((valid,), self._mlp_out((packed + a)[valid]), accumulate=True)
+        return scatter_add_valid(out.contiguous(), order, valid, a)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+        if attn_mask is not None or is_causal:
+            raise NotImplementedError("dytune blocks take no external attention mask; they build their own")
+        self.keep_masks = {}
+        self._shape = (x.shape[0], x.shape[1])
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _kept(self, name: str) -> torch.Tensor:
+        """Tokens (prefix included) that went through sub-block `name` in the last forward, per image (all tokens
+        when `name` was not dispatched)."""
+        batch, tokens = self._shape
+        mask = self.keep_masks.get(name)
+        if mask is None:
+            return torch.full((batch,), tokens, dtype=torch.int64)
+        return mask.detach().sum(dim=1).round().long().cpu() + self.num_prefix_tokens
+
+    def macs_per_image(self, norms: bool = True) -> torch.Tensor:
+        """MACs of the last forward, per image, from the tokens each sub-block actually computed."""
+        batch, tokens = self._shape
+        everything = torch.full((batch,), tokens, dtype=torch.int64)
+        attn_tokens = self._kept("layer" if self.variant == "layer" else "attn")
+        mlp_tokens = self._kept("layer" if self.variant == "layer" else "mlp")
+        macs = attention_macs(self.attn, attn_tokens, norms) + attn_tokens * tokenwise_macs(self.norm1, norms)
+        macs = macs + mlp_tokens * (tokenwise_macs(self.norm2, norms) + tokenwise_macs(self.mlp, norms))
+        for name in self.sub_blocks:
+            macs = macs + getattr(self, f"{name}_adapter").macs(everything)
+            if name in self.keep_masks:
+                macs = macs + (tokens - self.num_prefix_tokens) * self.dim
+        return macs
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}, dynamic={self.dynamic}, num_prefix_tokens={self.num_prefix_tokens}"
+
+
+class MLPDispatchBlock(DynamicBlock):
+    """MLP dispatch (the paper's default): attention sees every token; skipped tokens bypass norm2 + MLP.
+
+    out = x' + M * MLP(norm2(x')) + Adapter(x'), with x' = x + Attn(norm1(x)) and M decided on x'.
+    """
+
+    variant = "mlp"
+    sub_blocks = ("mlp",)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self._attn_out(x)
+        keep = self._keep("mlp", x)
+        return self._add_tokenwise(x + self.mlp_adapter(x), x, keep, self._mlp_out)
+
+
+class AttnDispatchBlock(DynamicBlock):
+    """Attention dispatch: kept tokens attend among themselves, skipped ones bypass attention; the MLP sees all.
+
+    x' = x + M * Attn_kept(norm1(x)) + Adapter(x); out = x' + MLP(norm2(x')).
+    """
+
+    variant = "attn"
+    sub_blocks = ("attn",)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = self._keep("attn", x)
+        x = self._add_attention(x + self.attn_adapter(x), x, keep)
+        return x + self._mlp_out(x)
+
+
+class AttnMLPDispatchBlock(DynamicBlock):
+    """Attention-MLP dispatch: a dispatcher and a parallel adapter for each of the two sub-blocks."""
+
+    variant = "attn_mlp"
+    sub_blocks = ("attn", "mlp")
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = self._keep("attn", x)
+        x = self._add_attention(x + self.attn_adapter(x), x, keep)
+        keep = self._keep("mlp", x)
+        return self._add_tokenwise(x + self.mlp_adapter(x), x, keep, self._mlp_out)
+
+
+class LayerDispatchBlock(DynamicBlock):
+    """Layer dispatch: one dispatcher per block; a skipped token bypasses the whole layer, kept ones attend among
+    themselves. out = x + M * (Layer(x) - x) + Adapter(x).
+    """
+
+    variant = "layer"
+    sub_blocks = ("layer",)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = self._keep("layer", x)
+        return self._add_attention(x + self.layer_adapter(x), x, keep, with_mlp=True)
+
+
+BLOCK_VARIANTS = {cls.variant: cls for cls in (MLPDispatchBlock, AttnDispatchBlock, AttnMLPDispatchBlock, LayerDispatchBlock)}

@@ -1,0 +1,85 @@
+"""Batched token selection: run a sub-block on the kept tokens only, without a per-image loop."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+
+
+def with_prefix(patch_mask: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
+    """Extend a [B, N_patch] keep mask with ones for the prefix (class, distillation, register) tokens."""
+    if num_prefix_tokens == 0:
+        return patch_mask
+    ones = patch_mask.new_ones(patch_mask.shape[0], num_prefix_tokens)
+    return torch.cat([ones, patch_mask], dim=1)
+
+
+def flat_index(keep: torch.Tensor) -> torch.Tensor:
+    """Positions of the kept tokens in the batch-flattened [B * N] token list."""
+    return keep.reshape(-1).nonzero().squeeze(1)
+
+
+def add_tokenwise(
+        out: torch.Tensor,
+        x: torch.Tensor,
+        keep: torch.Tensor,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """out[kept] += fn(x[kept]) for a token-wise fn, computed on the kept tokens of the whole batch at once.
+
+    Token-wise functions (norm + MLP) need no padding: the kept tokens of all images form one [K, C] matrix.
+
+    Args:
+        out: Contiguous [B, N, C] tensor, updated in place and returned.
+        x: [B, N, C] input of fn.
+        keep: [B, N] 0/1 mask.
+        fn: Token-wise function of [K, C] -> [K, C].
+    """
+    dim = x.shape[-1]
+    index = flat_index(keep)
+    if index.numel():
+        y = fn(x.reshape(-1, dim).index_select(0, index))
+        out.view(-1, dim).index_add_(0, index, y.to(out.dtype))
+    return out
+
+
+def pack(keep: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Order the kept tokens of each image first, for attention among them.
+
+    Args:
+        keep: [B, N] 0/1 mask.
+
+    Returns:
+        order: [B, K] token positions, kept tokens first (K = the largest kept count in the batch).
+        valid: [B, K] bool, False on padding.
+    """
+    keep = keep > 0
+    counts = keep.sum(dim=1)
+    width = int(counts.max())
+    order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :width]
+    valid = torch.arange(width, device=keep.device) < counts.unsqueeze(1)
+    return order, valid
+
+
+def attention_mask(valid: torch.Tensor) -> Optional[torch.Tensor]:
+    """Boolean [B, 1, N, N] mask letting queries attend to valid keys only; None when every token is valid.
+
+    Each query may also attend to itself, so no row is empty (its output is discarded when the query is invalid).
+    """
+    if bool(valid.all()):
+        return None
+    eye = torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
+    return (valid[:, None, None, :] | eye).contiguous()
+
+
+def gather_tokens(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """x[b, order[b]] for every image b: [B, N, C] -> [B, K, C]."""
+    return x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def scatter_add_valid(out: torch.Tensor, order: torch.Tensor, valid: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """out[b, order[b, j]] += y[b, j] where valid[b, j]; out is updated in place and returned."""
+    batch, tokens, dim = out.shape
+    positions = order + torch.arange(batch, device=order.device).unsqueeze(1) * tokens
+    out.view(-1, dim).index_add_(0, positions[valid], y[valid].to(out.dtype))
+    return out
