@@ -1,6 +1,7 @@
 """dytune: Dynamic Tuning (DyT) of timm Vision Transformers: parameter-efficient and faster at inference."""
 __version__ = "0.1.0"
 
+from .calibrate import calibrate
 from .checkpoint import create_model, from_pretrained, load_backbone_weights, save_pretrained
 from .config import VARIANTS, DyTConfig
 from .convert import convert, dynamic_blocks, execution, keep_masks, keep_rates, set_tau, set_tau_progress
@@ -10,5 +11,5 @@ from .loss import DyTLoss
 __all__ = [
     "__version__", "DyTConfig", "VARIANTS", "convert", "execution", "dynamic_blocks", "keep_masks", "keep_rates",
     "set_tau", "set_tau_progress", "DyTLoss", "count_macs", "save_pretrained", "from_pretrained", "create_model",
-    "load_backbone_weights",
+    "load_backbone_weights", "calibrate",
 ]

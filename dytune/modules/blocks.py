@@ -98,7 +98,8 @@ class DynamicBlock(nn.Module):
         """out + keep * (attention among kept tokens [+ the MLP after it]) of x."""
         if keep is None:
             a = self._attn_out(x)
-            return out + (a + self._mlp_out(x + a) if with_mlp else a)
+            out = out + a
+            return out + self._mlp_out(x + a) if with_mlp else out
         if self.mode == "masked":
             a = self._attn_out(x, attention_mask(keep > 0))
             delta = a + self._mlp_out(x + a) if with_mlp else a

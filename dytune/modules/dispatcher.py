@@ -20,7 +20,7 @@ def gumbel_sigmoid(logits: torch.Tensor, tau: float, threshold: float) -> torch.
     gumbel = -torch.log(-torch.log(u))
     soft = torch.sigmoid((logits + gumbel[0] - gumbel[1]) / tau)
     hard = (soft > threshold).to(soft.dtype)
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # grouped so that the forward value is exactly 0 or 1
 
 
 class TokenDispatcher(nn.Module):

@@ -1,0 +1,56 @@
+"""Timing of forward passes: warm-up, device synchronisation, median and spread over repeats."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List
+
+import torch
+
+
+@dataclass
+class Timing:
+    """Latencies of repeated forward passes over one batch."""
+
+    batch: int
+    times_ms: List[float]
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
+
+    @property
+    def spread_ms(self) -> float:
+        """Half the range between the fastest and slowest repeat."""
+        return (max(self.times_ms) - min(self.times_ms)) / 2.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / (self.median_ms / 1000.0)
+
+    def to_dict(self) -> Dict[str, float]:
+        out = asdict(self)
+        out.update(median_ms=self.median_ms, spread_ms=self.spread_ms, images_per_s=self.images_per_s)
+        return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def time_forward(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, warmup: int = 2,
+                 repeats: int = 5) -> Timing:
+    """Time fn(images) `repeats` times after `warmup` untimed calls, synchronising the device around each call."""
+    for _ in range(warmup):
+        fn(images)
+    _sync(images.device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(images)
+        _sync(images.device)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return Timing(batch=images.shape[0], times_ms=times)

@@ -1,0 +1,91 @@
+"""Set dispatcher thresholds for a requested keep rate: the inference-time compute knob."""
+from __future__ import annotations
+
+from typing import List, Sequence, Union
+
+import torch
+from torch import nn
+
+from .convert import dynamic_blocks, execution, keep_rates
+from .modules.dispatcher import TokenDispatcher
+
+__all__ = ["calibrate", "dispatchers"]
+
+
+def dispatchers(model: nn.Module) -> List[TokenDispatcher]:
+    """Every dispatcher of a converted model, in forward order."""
+    return [d for block in dynamic_blocks(model) for d in block.dispatchers().values()]
+
+
+def _logit_for_rate(logits: torch.Tensor, rate: float) -> float:
+    """A logit threshold that keeps round(rate * n) of `logits` (strictly greater than it)."""
+    values = logits.float().flatten().sort(descending=True).values
+    kept = round(rate * values.numel())
+    if kept >= values.numel():
+        return float(values[-1]) - 1.0
+    if kept == 0:
+        return float(values[0]) + 1.0
+    return float(values[kept - 1] + values[kept]) / 2.0
+
+
+@torch.no_grad()
+def calibrate(
+        model: nn.Module,
+        images: torch.Tensor,
+        keep_rate: Union[float, Sequence[float]] = 0.5,
+        per_layer: bool = True,
+        steps: int = 30,
+) -> List[float]:
+    """Set the dispatcher thresholds so that the keep rate on `images` is the one asked for.
+
+    Per layer (default), each dispatched sub-block keeps exactly `keep_rate` of the patch tokens of `images` (or its
+    own entry when a sequence is given); thresholds are set in forward order in one pass, since each layer's input
+    depends on the decisions before it. Globally (`per_layer=False`), one threshold shared by all dispatchers is found
+    by bisection, so that the mean keep rate over layers is `keep_rate` while layers keep what they score highest.
+
+    Args:
+        model: A converted model; it is left in the train/eval state it was in.
+        images: Calibration batch.
+        keep_rate: Target keep rate in [0, 1], or one per dispatched sub-block (per_layer only).
+        steps: Bisection steps of the global search.
+
+    Returns:
+        The keep rate of each dispatched sub-block on `images` after calibration.
+    """
+    gates = dispatchers(model)
+    rates = list(keep_rate) if isinstance(keep_rate, (list, tuple)) else [float(keep_rate)] * len(gates)
+    if len(rates) != len(gates) or not all(0.0 <= r <= 1.0 for r in rates):
+        raise ValueError(f"keep_rate={keep_rate!r}: expected a rate in [0, 1] or {len(gates)} of them, one per "
+                         f"dispatched sub-block")
+    if not per_layer and isinstance(keep_rate, (list, tuple)):
+        raise ValueError("a global calibration takes a single keep_rate")
+    was_training = model.training
+    model.eval()
+    try:
+        with execution(model, "masked"):
+            if per_layer:
+                handles = []
+                for gate, rate in zip(gates, rates):
+                    def hook(module: TokenDispatcher, args: tuple, rate: float = rate) -> None:
+                        module.logit_threshold.fill_(_logit_for_rate(module.scores(args[0]), rate))
+                    handles.append(gate.register_forward_pre_hook(hook))
+                try:
+                    model(images)
+                finally:
+                    for h in handles:
+                        h.remove()
+            else:
+                low, high = -30.0, 30.0
+                for _ in range(steps):
+                    mid = (low + high) / 2.0
+                    for gate in gates:
+                        gate.logit_threshold.fill_(mid)
+                    model(images)
+                    mean = sum(keep_rates(model)) / len(gates)
+                    low, high = (mid, high) if mean > rates[0] else (low, mid)
+                for gate in gates:
+                    gate.logit_threshold.fill_((low + high) / 2.0)
+            model(images)
+            return keep_rates(model)
+    finally:
+        model.train(was_training)
