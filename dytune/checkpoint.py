@@ -5,7 +5,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import timm
 import torch
@@ -137,6 +137,17 @@ def from_pretrained(path: PathLike, base: nn.Module, is_trainable: bool = False)
     return model.train(is_trainable)
 
 
+def _raise_if_mismatched(title: str, unexpected: List[str], missing: List[str], wrong: List[str]) -> None:
+    """Raise a ValueError listing the keys that do not line up, if any."""
+    if not (unexpected or missing or wrong):
+        return
+    lines = [f"{title}:"]
+    for name, items in (("unexpected keys", unexpected), ("missing keys", missing), ("shape mismatches", wrong)):
+        if items:
+            lines.append(f"  {name} ({len(items)}): " + "; ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
+    raise ValueError("\n".join(lines))
+
+
 def load_trained_state(model: nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
     """Copy saved tensors into a converted model, naming every key that is missing or has the wrong shape."""
     own = model.state_dict()
@@ -145,12 +156,7 @@ def load_trained_state(model: nn.Module, state: Dict[str, torch.Tensor], source:
     missing = sorted(set(expected) - set(state))
     wrong = [f"{k}: saved {tuple(v.shape)}, model {tuple(own[k].shape)}"
              for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if unexpected or missing or wrong:
-        lines = [f"{source} does not fit the model:"]
-        for title, items in (("unexpected keys", unexpected), ("missing keys", missing), ("shape mismatches", wrong)):
-            if items:
-                lines.append(f"  {title} ({len(items)}): " + "; ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
-        raise ValueError("\n".join(lines))
+    _raise_if_mismatched(f"{source} does not fit the model", unexpected, missing, wrong)
     model.load_state_dict(state, strict=False)
 
 
@@ -195,9 +201,7 @@ def load_backbone_weights(model: nn.Module, checkpoint_path: PathLike) -> nn.Mod
     wrong = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
              for k in state if k in own and state[k].shape != own[k].shape]
     missing = sorted(k for k in own if k not in state and not k.startswith("head"))
-    if unexpected or wrong or missing:
-        raise ValueError(f"{path} does not fit {type(model).__name__}: unexpected {unexpected[:10]}, "
-                         f"missing {missing[:10]}, shape mismatches {wrong[:10]}")
+    _raise_if_mismatched(f"{path} does not fit {type(model).__name__}", unexpected, missing, wrong)
     model.load_state_dict(state, strict=False)
     return model
 

@@ -85,7 +85,7 @@ class DyTLoss(nn.Module):
                     log_target=True, reduction="batchmean")
                 total = total + parts["distill"]
         if not torch.isfinite(total):
-            values = {k: float(v) for k, v in parts.items() if v.ndim == 0}
+            values = {k: float(v.detach()) for k, v in parts.items() if v.ndim == 0}
             raise FloatingPointError(f"DyTLoss is not finite: {values}")
         parts["loss"] = total
         return total, {k: v.detach() for k, v in parts.items()}
