@@ -11,7 +11,7 @@ from typing import List
 import torch
 from torch import nn
 
-__all__ = ["count_macs", "tokenwise_macs", "attention_macs"]
+__all__ = ["count_macs", "dynamic_macs", "tokenwise_macs", "attention_macs"]
 
 
 def norm_macs(module: nn.Module, norms: bool = True) -> int:
@@ -133,7 +133,15 @@ def count_macs(model: nn.Module, images: torch.Tensor, norms: bool = True) -> to
         for h in handles:
             h.remove()
     batch = images.shape[0]
-    macs = torch.full((batch,), counter.total // batch, dtype=torch.int64)
+    return torch.full((batch,), counter.total // batch, dtype=torch.int64) + dynamic_macs(model, batch, norms)
+
+
+def dynamic_macs(model: nn.Module, batch: int, norms: bool = True) -> torch.Tensor:
+    """Per-image MACs of the dytune blocks in the model's last forward (zeros for a model without them).
+
+    Cheap: it reads the kept-token counts the blocks recorded, so a loop can time plain forwards and still count.
+    """
+    macs = torch.zeros(batch, dtype=torch.int64)
     for module in model.modules():
         if hasattr(module, "macs_per_image"):
             macs += module.macs_per_image(norms=norms).cpu()

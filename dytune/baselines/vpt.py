@@ -1,0 +1,41 @@
+"""VPT-deep: learnable prompt tokens fed to every block and dropped after it."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class PromptedBlock(nn.Module):
+    """Insert `num_prompts` learnable tokens after the prefix tokens, run the block, drop them again.
+
+    Args:
+        block: The wrapped transformer block.
+        dim: Token width.
+        num_prompts: Prompt tokens of this block.
+        num_prefix_tokens: Leading class/register tokens the prompts go after.
+    """
+
+    def __init__(self, block: nn.Module, dim: int, num_prompts: int, num_prefix_tokens: int) -> None:
+        super().__init__()
+        self.block = block
+        self.num_prefix_tokens = num_prefix_tokens
+        self.prompts = nn.Parameter(torch.empty(1, num_prompts, dim))
+        bound = math.sqrt(6.0 / (dim + num_prompts))  # VPT's xavier-uniform range
+        nn.init.uniform_(self.prompts, -bound, bound)
+
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        p = self.num_prefix_tokens
+        prompts = self.prompts.expand(x.shape[0], -1, -1).to(x.dtype)
+        x = self.block(torch.cat([x[:, :p], prompts, x[:, p:]], dim=1), **kwargs)
+        return torch.cat([x[:, :p], x[:, p + prompts.shape[1]:]], dim=1)
+
+
+def add_deep_prompts(model: nn.Module, num_prompts: int = 10) -> nn.Module:
+    """Wrap every block of a timm ViT with its own prompts, in place."""
+    if num_prompts < 1:
+        raise ValueError(f"vpt_tokens={num_prompts!r}: expected an integer >= 1")
+    for i, block in enumerate(model.blocks):
+        model.blocks[i] = PromptedBlock(block, model.embed_dim, num_prompts, model.num_prefix_tokens)
+    return model

@@ -1,0 +1,78 @@
+"""Build train/eval datasets and transforms from a training config."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Tuple
+
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import datasets as tvd
+from torchvision import transforms as T
+
+from .vtab import vtab_dataset
+
+# torchvision datasets of the paper: name -> (class, train kwargs, eval kwargs)
+TORCHVISION = {
+    "cifar100": (tvd.CIFAR100, dict(train=True), dict(train=False)),
+    "svhn": (tvd.SVHN, dict(split="train"), dict(split="test")),
+    "food101": (tvd.Food101, dict(split="train"), dict(split="test")),
+    "fgvc_aircraft": (tvd.FGVCAircraft, dict(split="trainval"), dict(split="test")),
+    "oxford_iiit_pet": (tvd.OxfordIIITPet, dict(split="trainval"), dict(split="test")),
+    "stanford_cars": (tvd.StanfordCars, dict(split="train"), dict(split="test")),
+    "flowers102": (tvd.Flowers102, dict(split="train"), dict(split="test")),
+    "dtd": (tvd.DTD, dict(split="train"), dict(split="test")),
+    "fashion_mnist": (tvd.FashionMNIST, dict(train=True), dict(train=False)),
+}
+MEAN_PER_CLASS = {"fgvc_aircraft", "oxford_iiit_pet", "flowers102"}  # the paper reports mean per-class accuracy there
+DATASETS = ("vtab", "folder") + tuple(TORCHVISION)
+
+
+class ToRGB:
+    """Convert any PIL image (grayscale, palette, RGBA) to RGB; picklable for worker processes."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.convert("RGB")
+
+
+def build_transform(img_size: int, augment: str, train: bool, mean: Tuple[float, ...], std: Tuple[float, ...]) -> Callable:
+    """'none': resize to a square (VTAB-1K); 'rrc_flip': RandomResizedCrop + flip for training, resize + centre crop
+    for evaluation (full datasets)."""
+    if augment not in ("none", "rrc_flip"):
+        raise ValueError(f"augment={augment!r}: expected 'none' or 'rrc_flip'")
+    bicubic = T.InterpolationMode.BICUBIC
+    if augment == "none":
+        steps = [T.Resize((img_size, img_size), interpolation=bicubic)]
+    elif train:
+        steps = [T.RandomResizedCrop(img_size, interpolation=bicubic), T.RandomHorizontalFlip()]
+    else:
+        steps = [T.Resize(int(img_size / 0.875), interpolation=bicubic), T.CenterCrop(img_size)]
+    return T.Compose([ToRGB(), *steps, T.ToTensor(), T.Normalize(mean, std)])
+
+
+def num_classes_of(dataset: Dataset) -> int:
+    classes = getattr(dataset, "classes", None)
+    if classes:
+        return len(classes)
+    targets = getattr(dataset, "targets", None) or getattr(dataset, "labels", None) or getattr(dataset, "_labels")
+    return int(max(targets)) + 1
+
+
+def build_dataset(cfg, train: bool) -> Dataset:
+    """The train or eval dataset a `TrainConfig` names, with its transform."""
+    transform = build_transform(cfg.img_size, cfg.augment, train, tuple(cfg.mean), tuple(cfg.std))
+    root = Path(cfg.data_root)
+    if cfg.dataset == "vtab":
+        split = cfg.train_split if train else cfg.eval_split
+        return vtab_dataset(root, cfg.task, split, transform, cfg.cache_images, cfg.skip_bad_images)
+    if cfg.dataset == "folder":
+        folder = root / ("train" if train else cfg.eval_split)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: image folder not found (expected {root}/train and {root}/{cfg.eval_split})")
+        return tvd.ImageFolder(str(folder), transform=transform)
+    if cfg.dataset in TORCHVISION:
+        cls, train_kwargs, eval_kwargs = TORCHVISION[cfg.dataset]
+        try:
+            return cls(str(root), transform=transform, download=cfg.download, **(train_kwargs if train else eval_kwargs))
+        except RuntimeError as e:
+            raise FileNotFoundError(f"{cfg.dataset} under {root}: {e} (set download=true where there is internet)") from e
+    raise ValueError(f"dataset={cfg.dataset!r}: expected one of {', '.join(DATASETS)}")
