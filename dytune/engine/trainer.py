@@ -204,6 +204,8 @@ class Trainer:
         self.env = distributed.setup(cfg.device)
         self.out = Path(cfg.output_dir)
         self.method = METHODS[cfg.method]
+        if cfg.precision == "fp16" and self.env.device.type != "cuda":
+            raise ValueError("precision=fp16 needs CUDA; use bf16 on CPU")
         if self.env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -216,6 +218,9 @@ class Trainer:
         seed_everything(cfg.seed)
         self.train_set = build_dataset(cfg, train=True)
         self.eval_set = build_dataset(cfg, train=False)
+        self.skipped = [msg for d in (self.train_set, self.eval_set) for msg in getattr(d, "skipped", [])]
+        if self.skipped and self.env.is_main:
+            print(f"skipped {len(self.skipped)} unreadable image(s), e.g. {self.skipped[0]}")
         self.num_classes = num_classes_of(self.train_set)
         eval_classes = num_classes_of(self.eval_set)
         if eval_classes > self.num_classes:
@@ -346,7 +351,8 @@ class Trainer:
                 self._save(self.out / "last", epoch)
         results = {"method": cfg.method, "dataset": cfg.dataset, "task": cfg.task, "target_rate": cfg.target_rate,
                    "epochs_done": end, "epochs": cfg.epochs, "trainable_params": self.trainable,
-                   "dense_gmacs": self.dense_macs / 1e9, "metric": self.metric_name, "final": metrics,
+                   "dense_gmacs": self.dense_macs / 1e9, "skipped_images": self.skipped,
+                   "metric": self.metric_name, "final": metrics,
                    "best": self.best}
         if env.is_main and end == cfg.epochs:
             atomic_write(self.out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2)))

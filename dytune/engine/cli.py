@@ -1,0 +1,117 @@
+"""`dytune train`, `dytune eval`, `dytune vtab` (all 19 tasks) and `dytune vtab-summary`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .config import TrainConfig
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    if name == "train":
+        p = sub.add_parser(name, help="train one run", description="Train one run. Settings come from YAML files "
+                           "(-c, later files win) and key=value overrides; `--help-config` lists them.")
+        p.add_argument("-c", "--config", action="append", default=[], help="YAML preset (repeatable)")
+        p.add_argument("overrides", nargs="*", help="key=value settings")
+        p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last epoch")
+        p.add_argument("--help-config", action="store_true", help="list every setting and exit")
+        p.set_defaults(run=run_train)
+    elif name == "eval":
+        p = sub.add_parser(name, help="evaluate a finished run", description="Rebuild a run's model from its "
+                           "checkpoint and evaluate it (key=value overrides, e.g. eval_split=val200).")
+        p.add_argument("run_dir", type=Path)
+        p.add_argument("overrides", nargs="*")
+        p.add_argument("--checkpoint", choices=("best", "last"), default="last")
+        p.set_defaults(run=run_eval)
+    elif name == "vtab":
+        p = sub.add_parser(name, help="train every VTAB-1K task", description="Run one training per task "
+                           "(finished tasks are skipped, interrupted ones resumed), spread over the GPUs found, or "
+                           "one after another on CPU.")
+        p.add_argument("-c", "--config", action="append", default=[])
+        p.add_argument("overrides", nargs="*")
+        p.add_argument("--tasks", nargs="*", default=None, help="task folders (default: the 19 VTAB-1K tasks)")
+        p.add_argument("--output", type=Path, default=Path("runs/vtab"), help="runs go to OUTPUT/<task>")
+        p.add_argument("--gpus", type=int, default=None, help="parallel jobs, one GPU each (default: all GPUs)")
+        p.set_defaults(run=run_vtab)
+    elif name == "vtab-summary":
+        p = sub.add_parser(name, help="table of finished VTAB-1K runs", description="Summarise finished runs as "
+                           "the paper's Table 3, with both averaging conventions.")
+        p.add_argument("runs", type=Path, nargs="+", help="folders holding <task>/results.json")
+        p.add_argument("--metric", choices=("final", "best"), default="final",
+                       help="final-epoch accuracy, or the best epoch's (the official code's choice, selected on test)")
+        p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+        p.set_defaults(run=run_vtab_summary)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if args.help_config:
+        print(TrainConfig.help())
+        return 0
+    from .trainer import train
+
+    cfg = TrainConfig.load(args.config, args.overrides)
+    results = train(cfg, resume=args.resume)
+    if results["final"]:
+        print(json.dumps({k: v for k, v in results["final"].items() if k != "keep_rates"}, indent=2))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .trainer import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, tuple(args.overrides), args.checkpoint)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def run_vtab(args: argparse.Namespace) -> int:
+    from ..data.vtab import VTAB_CLASSES
+    import torch
+
+    tasks = args.tasks or list(VTAB_CLASSES)
+    TrainConfig.load(args.config, args.overrides + ["task=" + tasks[0]])  # fail early on a bad setting
+    slots = args.gpus if args.gpus is not None else torch.cuda.device_count()
+    pending = []
+    for task in tasks:
+        out = args.output / task
+        if (out / "results.json").is_file():
+            print(f"{task}: done, skipped")
+            continue
+        cmd = [sys.executable, "-m", "dytune", "train", *sum((["-c", c] for c in args.config), []), *args.overrides,
+               f"task={task}", f"output_dir={out}"]
+        if (out / "last" / "train_state.pt").is_file():
+            cmd.append("--resume")
+        pending.append((task, cmd))
+    failed = []
+    running: list = []
+    for i, (task, cmd) in enumerate(pending):
+        env = dict(os.environ)
+        if slots:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % slots)
+        print(f"{task}: {' '.join(cmd)}")
+        running.append((task, subprocess.Popen(cmd, env=env)))
+        if len(running) >= max(1, slots):
+            task_done, proc = running.pop(0)
+            if proc.wait():
+                failed.append(task_done)
+    for task_done, proc in running:
+        if proc.wait():
+            failed.append(task_done)
+    if failed:
+        print(f"failed: {', '.join(failed)} (rerun the same command to resume them)")
+    return 1 if failed else 0
+
+
+def run_vtab_summary(args: argparse.Namespace) -> int:
+    from .summary import vtab_table
+
+    table = vtab_table(args.runs, args.metric)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table + "\n")
+    return 0

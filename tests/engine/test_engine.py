@@ -1,0 +1,114 @@
+"""End-to-end training and evaluation on data written inside the tests."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dytune.cli import main
+from dytune.engine import METHODS, TrainConfig, evaluate_run, train
+from tests.engine.fixtures import write_image_folder, write_vtab_task
+
+TINY = dict(model="vit_tiny_patch16_224", img_size=32, num_workers=0, batch_size=8, warmup_epochs=1,
+            model_kwargs=dict(patch_size=8, depth=2, embed_dim=48, num_heads=3))
+
+
+def config(tmp_path: Path, **kw) -> TrainConfig:
+    root = tmp_path / "vtab"
+    if not (root / "toy").is_dir():
+        write_vtab_task(root, "toy")
+    return TrainConfig(**{**TINY, "dataset": "vtab", "data_root": str(root), "task": "toy", "epochs": 2,
+                          "output_dir": str(tmp_path / "run"), "vpt_tokens": 2, "lora_rank": 2, **kw})
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_and_evaluates(tmp_path, method):
+    results = train(config(tmp_path, method=method))
+    final = results["final"]
+    assert final["images"] == 12 and 0.0 <= final["acc"] <= 100.0
+    assert final["gmacs"] > 0 and results["trainable_params"] > 0
+    run = tmp_path / "run"
+    assert {"config.yaml", "log.csv", "results.json", "best", "last"} <= {p.name for p in run.iterdir()}
+    if METHODS[method].dynamic:
+        assert len(final["keep_rates"]) == 2 and 0.0 <= final["keep_rate"] <= 1.0
+        assert (run / "last" / "adapter_config.json").is_file()
+    again = evaluate_run(run, checkpoint="last")
+    assert again["acc"] == pytest.approx(final["acc"]) and again["gmacs"] == pytest.approx(final["gmacs"])
+
+
+def test_trainable_parameters_per_method(tmp_path):
+    counts = {m: train(config(tmp_path / m, method=m, epochs=1))["trainable_params"] for m in ("linear", "dyt", "full")}
+    assert counts["linear"] < counts["dyt"] < counts["full"]
+
+
+def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
+    straight = train(config(tmp_path / "a", epochs=3))
+    cfg = config(tmp_path / "b", epochs=3, stop_after=1)
+    first = train(cfg)
+    assert first["epochs_done"] == 1 and not (tmp_path / "b" / "run" / "results.json").exists()
+    resumed = train(config(tmp_path / "b", epochs=3), resume=True)
+    assert resumed["final"]["acc"] == straight["final"]["acc"]
+    assert resumed["final"]["keep_rates"] == straight["final"]["keep_rates"]
+    a = (tmp_path / "a" / "run" / "last" / "adapter_model.safetensors").read_bytes()
+    b = (tmp_path / "b" / "run" / "last" / "adapter_model.safetensors").read_bytes()
+    assert a == b
+    log = (tmp_path / "b" / "run" / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["1", "2", "3"]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(config(tmp_path, epochs=1))
+    with pytest.raises(ValueError, match=r"different config: bottleneck: 8 -> 4"):
+        train(config(tmp_path, epochs=1, bottleneck=4), resume=True)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(config(tmp_path / "empty"), resume=True)
+
+
+def test_image_folder_and_cli(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "folder")
+    out = tmp_path / "run"
+    args = ["train", "dataset=folder", f"data_root={root}", "eval_split=val", "epochs=1", f"output_dir={out}",
+            "method=adaptformer"] + [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
+    assert main(args) == 0
+    assert json.loads((out / "results.json").read_text())["final"]["images"] == 12
+    assert main(["eval", str(out), "--checkpoint", "best"]) == 0
+    assert '"acc"' in capsys.readouterr().out
+
+
+def test_vtab_commands_run_tasks_and_summarise(tmp_path, capsys):
+    for task in ("cifar", "svhn"):
+        write_vtab_task(tmp_path / "vtab", task, classes=3)
+    overrides = [f"data_root={tmp_path / 'vtab'}", "epochs=1"] + [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
+    out = tmp_path / "runs" / "dyt-r0.5"
+    assert main(["vtab", *overrides, "--tasks", "cifar", "svhn", "--output", str(out), "--gpus", "0"]) == 0
+    assert main(["vtab", *overrides, "--tasks", "cifar", "--output", str(out), "--gpus", "0"]) == 0
+    assert "cifar: done, skipped" in capsys.readouterr().out
+    assert main(["vtab-summary", str(out), "--out", str(tmp_path / "table.md")]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert "| dyt-r0.5 |" in table and "Group mean" in table and "Task mean" in table
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_run_matches_one_process_metrics(tmp_path):
+    cfg = config(tmp_path, epochs=1, method="adaptformer", lr=0.0, min_lr=0.0)
+    single = train(cfg)["final"]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "-m", "dytune", "train", f"data_root={cfg.data_root}", "task=toy", "epochs=1", "method=adaptformer",
+           "lr=0.0", "min_lr=0.0", f"output_dir={out}", "vpt_tokens=2", "lora_rank=2"]
+    cmd += [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((out / "results.json").read_text())["final"]
+    assert ddp["images"] == single["images"] == 12  # every test image counted once over the two ranks
+    assert ddp["acc"] == pytest.approx(single["acc"]) and ddp["gmacs"] == pytest.approx(single["gmacs"])
