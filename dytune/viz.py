@@ -1,0 +1,64 @@
+"""Pictures of where tokens were skipped."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .convert import dynamic_blocks
+
+
+@torch.no_grad()
+def plot_skip_maps(
+        model: nn.Module,
+        images: torch.Tensor,
+        path: Path,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        titles: Optional[Sequence[str]] = None,
+) -> Path:
+    """Save a grid: one row per image, the image then one panel per dispatched sub-block, skipped patches greyed out.
+
+    Args:
+        model: A converted model (run here in its current mode; eval mode shows the inference decisions).
+        images: Normalised input batch [B, 3, H, W].
+        path: PNG file to write.
+        mean: Normalisation mean, to show the images as they were.
+        std: Normalisation std.
+        titles: Optional caption per image (e.g. the label).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model(images)
+    panels = [(f"L{i} {name}", mask) for i, block in enumerate(dynamic_blocks(model))
+              for name, mask in block.keep_masks.items()]
+    if not panels:
+        raise ValueError("no dispatched sub-block ran; use a DyT model in masked or sparse mode")
+    ph, pw = model.patch_embed.patch_size
+    grid_h, grid_w = images.shape[-2] // ph, images.shape[-1] // pw
+    shown = (images.cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(0, 1)
+    rows, cols = images.shape[0], len(panels) + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.4 * rows), squeeze=False)
+    for r in range(rows):
+        picture = shown[r].permute(1, 2, 0).numpy()
+        axes[r][0].imshow(picture)
+        axes[r][0].set_title(titles[r] if titles else "input", fontsize=7)
+        for c, (name, mask) in enumerate(panels, start=1):
+            keep = mask[r].float().cpu().reshape(grid_h, grid_w)
+            keep = keep.repeat_interleave(ph, 0).repeat_interleave(pw, 1)[..., None].numpy()
+            axes[r][c].imshow(picture * (0.25 + 0.75 * keep) + 0.6 * (1 - keep) * [0.2, 0.2, 0.8])
+            axes[r][c].set_title(f"{name}: {float(mask[r].float().mean()):.0%}", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle("bright: patch computed, blue: patch skipped", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
