@@ -62,11 +62,17 @@ def trained_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {k: state[k].detach().cpu().contiguous() for k in sorted(keys)}
 
 
-def save_pretrained(model: nn.Module, path: PathLike) -> Path:
+def save_pretrained(model: nn.Module, path: PathLike, dtype: Optional[torch.dtype] = None) -> Path:
     """Write the trained tensors of a converted model (adapters, dispatchers, routers, head) and its config.
 
     Files: `adapter_model.safetensors` and `adapter_config.json` in directory `path`, each written atomically.
     Load them with `from_pretrained` onto a fresh backbone.
+
+    Args:
+        model: A model converted by `dytune.convert`.
+        path: Output directory.
+        dtype: Store floating-point tensors in this dtype (e.g. torch.float16 halves the file); loading casts them
+            back to the model's dtype.
     """
     config: Optional[DyTConfig] = getattr(model, "dytune_config", None)
     if config is None:
@@ -76,6 +82,8 @@ def save_pretrained(model: nn.Module, path: PathLike) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = trained_state_dict(model)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     meta = {
         "format": "dytune",
         "format_version": FORMAT_VERSION,

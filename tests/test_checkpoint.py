@@ -59,6 +59,18 @@ def test_vit_base_bottleneck_8_checkpoint_is_a_few_hundred_kb(tmp_path):
     assert 100_000 < size < 1_000_000
 
 
+def test_half_precision_checkpoint_is_half_the_size(tmp_path, images):
+    model = _trained()
+    dytune.save_pretrained(model, tmp_path / "fp32")
+    dytune.save_pretrained(model, tmp_path / "fp16", dtype=torch.float16)
+    full, half = ((tmp_path / d / "adapter_model.safetensors").stat().st_size for d in ("fp32", "fp16"))
+    assert half < 0.6 * full
+    loaded = dytune.from_pretrained(tmp_path / "fp16", base=_fresh_base())
+    assert loaded.head.weight.dtype == torch.float32
+    with dytune.execution(model, "complete"), dytune.execution(loaded, "complete"), torch.no_grad():
+        assert torch.allclose(loaded(images), model(images), atol=1e-2)
+
+
 def test_trainable_load_keeps_training_state(tmp_path):
     dytune.save_pretrained(_trained(), tmp_path)
     model = dytune.from_pretrained(tmp_path, base=tiny_vit(), is_trainable=True)
