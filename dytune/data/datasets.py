@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Tuple
+from typing import Callable, Sequence, Tuple
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets as tvd
@@ -32,6 +33,19 @@ class ToRGB:
 
     def __call__(self, image: Image.Image) -> Image.Image:
         return image.convert("RGB")
+
+
+class ArrayDataset(Dataset):
+    """Images held in a uint8 array ([N, H, W] or [N, H, W, 3]) with integer labels."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: Sequence[str], transform: Callable) -> None:
+        self.images, self.targets, self.classes, self.transform = images, [int(t) for t in labels], list(classes), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.transform(Image.fromarray(self.images[index])), self.targets[index]
 
 
 def build_transform(img_size: int, augment: str, train: bool, mean: Tuple[float, ...], std: Tuple[float, ...]) -> Callable:
@@ -69,6 +83,11 @@ def build_dataset(cfg, train: bool) -> Dataset:
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: image folder not found (expected {root}/train and {root}/{cfg.eval_split})")
         return tvd.ImageFolder(str(folder), transform=transform)
+    if cfg.dataset == "fashion_mnist" and not cfg.download:  # the IDX files, e.g. from Debian's dataset-fashion-mnist
+        from .sources import FASHION_MNIST_CLASSES, load_fashion_mnist
+
+        images, labels = load_fashion_mnist("train" if train else "test", cfg.data_root or None)
+        return ArrayDataset(images, labels, FASHION_MNIST_CLASSES, transform)
     if cfg.dataset in TORCHVISION:
         cls, train_kwargs, eval_kwargs = TORCHVISION[cfg.dataset]
         try:

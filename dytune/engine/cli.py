@@ -56,8 +56,24 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig.load(args.config, args.overrides)
     results = train(cfg, resume=args.resume)
     if results["final"]:
-        print(json.dumps({k: v for k, v in results["final"].items() if k != "keep_rates"}, indent=2))
+        print(results_table(results))
     return 0
+
+
+def results_table(results: dict) -> str:
+    """A markdown row per checkpoint (final epoch and best epoch) of one run."""
+    lines = ["| run | epoch | " + results["metric"] + " | keep rate | GMACs (% dense) | img/s | trainable params |",
+             "|---|---|---|---|---|---|---|"]
+    for name in ("final", "best"):
+        m = results[name]
+        if not m:
+            continue
+        keep = f"{m['keep_rate']:.3f}" if "keep_rate" in m else "1 (no dispatcher)"
+        epoch = m.get("epoch", results["epochs_done"])
+        lines.append(f"| {results['method']} {name} | {epoch} | {m[results['metric']]:.2f} | {keep} | "
+                     f"{m['gmacs']:.3f} ({m.get('gmacs_pct_dense', 100):.1f} %) | {m['images_per_s']:.1f} | "
+                     f"{results['trainable_params']:,} |")
+    return "\n".join(lines)
 
 
 def run_eval(args: argparse.Namespace) -> int:

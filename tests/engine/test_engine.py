@@ -75,6 +75,7 @@ def test_image_folder_and_cli(tmp_path, capsys):
             "method=adaptformer"] + [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
     assert main(args) == 0
     assert json.loads((out / "results.json").read_text())["final"]["images"] == 12
+    assert "| adaptformer final | 1 |" in capsys.readouterr().out
     assert main(["eval", str(out), "--checkpoint", "best"]) == 0
     assert '"acc"' in capsys.readouterr().out
 
@@ -112,3 +113,14 @@ def test_two_process_gloo_run_matches_one_process_metrics(tmp_path):
     ddp = json.loads((out / "results.json").read_text())["final"]
     assert ddp["images"] == single["images"] == 12  # every test image counted once over the two ranks
     assert ddp["acc"] == pytest.approx(single["acc"]) and ddp["gmacs"] == pytest.approx(single["gmacs"])
+
+
+def test_fashion_mnist_from_the_debian_files(tmp_path):
+    from dytune.data.datasets import build_dataset
+
+    try:
+        data = build_dataset(TrainConfig(**{**TINY, "dataset": "fashion_mnist"}), train=False)
+    except FileNotFoundError as e:
+        pytest.skip(f"Fashion-MNIST files absent: {e}")
+    image, label = data[0]
+    assert len(data) == 10000 and image.shape == (3, 32, 32) and 0 <= label < 10 and len(data.classes) == 10
