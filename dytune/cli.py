@@ -12,6 +12,7 @@ COMMANDS = {
     "eval": "dytune.engine.cli",
     "vtab": "dytune.engine.cli",
     "vtab-summary": "dytune.engine.cli",
+    "suite": "dytune.engine.suite",
 }
 
 

@@ -1,0 +1,173 @@
+"""A benchmark suite: several methods x tasks x seeds with one engine, one CSV, one table and one plot.
+
+The suite file (YAML) holds `base` (TrainConfig settings shared by every run), `tasks`, `seeds` and `runs` (a name
+and the settings that differ, optionally its own `seeds`), and `output`. Finished runs are skipped and interrupted
+ones resumed, so the same command continues a suite.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import yaml
+
+from ..checkpoint import atomic_write
+from .config import TrainConfig
+
+
+def load_suite(path: Path) -> Dict[str, Any]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: suite file not found")
+    suite = yaml.safe_load(Path(path).read_text()) or {}
+    missing = [k for k in ("base", "tasks", "seeds", "runs", "output") if k not in suite]
+    if missing:
+        raise ValueError(f"{path}: missing {missing}; a suite holds base, tasks, seeds, runs and output")
+    names = [r.get("name") for r in suite["runs"]]
+    if None in names or len(set(names)) != len(names):
+        raise ValueError(f"{path}: every run needs a distinct name, got {names}")
+    return suite
+
+
+def planned_runs(suite: Dict[str, Any], overrides: List[str] = ()) -> List[Tuple[str, TrainConfig]]:
+    """(run name, TrainConfig) per (run, task, seed), validated before anything trains."""
+    configs = []
+    extra = TrainConfig.load([], overrides).to_dict() if overrides else {}
+    explicit = {o.partition("=")[0] for o in overrides}
+    for run in suite["runs"]:
+        settings = {k: v for k, v in run.items() if k not in ("name", "seeds")}
+        for task in suite["tasks"]:
+            for seed in run.get("seeds", suite["seeds"]):
+                values = {**suite["base"], **settings, "task": task, "seed": seed,
+                          "output_dir": str(Path(suite["output"]) / run["name"] / task / f"seed{seed}")}
+                values.update({k: extra[k] for k in explicit})
+                configs.append((run["name"], TrainConfig.from_dict(values, source=f"suite run {run['name']}")))
+    return configs
+
+
+def run_suite(suite: Dict[str, Any], overrides: List[str] = ()) -> List[Dict[str, Any]]:
+    """Train every planned run that has not finished; return one row per finished run."""
+    from .trainer import train
+
+    plan = planned_runs(suite, overrides)
+    for i, (name, cfg) in enumerate(plan, start=1):
+        out = Path(cfg.output_dir)
+        if (out / "results.json").is_file():
+            continue
+        print(f"[{i}/{len(plan)}] {name} {cfg.task} seed {cfg.seed}")
+        train(cfg, resume=(out / "last" / "train_state.pt").is_file())
+    return collect(plan)
+
+
+def collect(plan: List[Tuple[str, TrainConfig]]) -> List[Dict[str, Any]]:
+    """One row per finished run of the plan."""
+    import json
+
+    rows = []
+    for name, cfg in plan:
+        file = Path(cfg.output_dir) / "results.json"
+        if not file.is_file():
+            continue
+        r = json.loads(file.read_text())
+        final = r["final"]
+        rows.append({"run": name, "method": cfg.method, "task": cfg.task, "seed": cfg.seed,
+                     "target_rate": cfg.target_rate if r["method"].startswith("dyt") else "",
+                     "acc": final[r["metric"]], "keep_rate": final.get("keep_rate", 1.0), "gmacs": final["gmacs"],
+                     "gmacs_pct_dense": final.get("gmacs_pct_dense", ""), "images_per_s": final["images_per_s"],
+                     "trainable_params": r["trainable_params"]})
+    return rows
+
+
+def write_csv(rows: List[Dict[str, Any]], path: Path) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def summarise(rows: List[Dict[str, Any]], tasks: List[str]) -> List[Dict[str, Any]]:
+    """Per run: mean accuracy per task over seeds, and mean +- std over seeds of the task-averaged accuracy."""
+    out = []
+    for name in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == name]
+        seeds = sorted({r["seed"] for r in mine})
+        per_task = {t: statistics.mean(r["acc"] for r in mine if r["task"] == t)
+                    for t in tasks if any(r["task"] == t for r in mine)}
+        complete = [s for s in seeds if all(any(r["seed"] == s and r["task"] == t for r in mine) for t in tasks)]
+        means = [statistics.mean(r["acc"] for r in mine if r["seed"] == s) for s in complete]
+        out.append({"run": name, "per_task": per_task, "seeds": len(complete),
+                    "mean": statistics.mean(means) if means else None,
+                    "std": statistics.stdev(means) if len(means) > 1 else 0.0,
+                    "gmacs": statistics.mean(r["gmacs"] for r in mine),
+                    "gmacs_pct_dense": statistics.mean(r["gmacs_pct_dense"] or 100.0 for r in mine),
+                    "images_per_s": statistics.mean(r["images_per_s"] for r in mine),
+                    "keep_rate": statistics.mean(r["keep_rate"] for r in mine),
+                    "trainable_params": statistics.mean(r["trainable_params"] for r in mine)})
+    return out
+
+
+def markdown(summary: List[Dict[str, Any]], tasks: List[str]) -> str:
+    header = ["run", *tasks, "mean ± std (seeds)", "keep rate", "GMACs (% dense)", "img/s", "trainable params"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in summary:
+        mean = f"{s['mean']:.2f} ± {s['std']:.2f} ({s['seeds']})" if s["mean"] is not None else "incomplete"
+        cells = [s["run"], *(f"{s['per_task'][t]:.1f}" if t in s["per_task"] else "" for t in tasks), mean,
+                 f"{s['keep_rate']:.2f}", f"{s['gmacs']:.4f} ({s['gmacs_pct_dense']:.0f} %)", f"{s['images_per_s']:.0f}",
+                 f"{s['trainable_params']:,.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(summary: List[Dict[str, Any]], path: Path) -> Path:
+    """Accuracy against GMACs and against measured img/s, one point per run with its seed std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [s for s in summary if s["mean"] is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "gmacs", "GMACs per image"), (axes[1], "images_per_s", "measured img/s")):
+        for s in done:
+            ax.errorbar(s[key], s["mean"], yerr=s["std"], fmt="o", capsize=3)
+            ax.annotate(s["run"], (s[key], s["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean accuracy over tasks (%)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="run a benchmark suite", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("suite", type=Path, help="suite YAML, e.g. configs/minivtab_suite.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value settings applied to every run (e.g. epochs=2)")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the CSV, table and plot")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    rows = collect(planned_runs(suite, args.overrides)) if args.report_only else run_suite(suite, args.overrides)
+    if not rows:
+        print("no finished run yet")
+        return 1
+    out = Path(suite["output"])
+    tasks = list(suite["tasks"])
+    write_csv(rows, out / "results.csv")
+    summary = summarise(rows, tasks)
+    table = markdown(summary, tasks)
+    atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(table + "\n"))
+    plot(summary, out / "accuracy_vs_cost.png")
+    print(table)
+    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'accuracy_vs_cost.png'}")
+    return 0

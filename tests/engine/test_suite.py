@@ -1,0 +1,31 @@
+import csv
+
+import yaml
+
+from dytune.cli import main
+from tests.engine.fixtures import write_vtab_task
+from tests.engine.test_engine import TINY
+
+
+def test_suite_runs_resumes_and_reports(tmp_path, capsys):
+    for task in ("a", "b"):
+        write_vtab_task(tmp_path / "data", task)
+    suite = {
+        "base": {**TINY, "dataset": "vtab", "data_root": str(tmp_path / "data"), "epochs": 1},
+        "tasks": ["a", "b"],
+        "seeds": [0, 1],
+        "runs": [{"name": "dyt-r0.5", "method": "dyt", "target_rate": 0.5},
+                 {"name": "linear", "method": "linear", "seeds": [0]}],
+        "output": str(tmp_path / "suite"),
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    assert main(["suite", str(path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "suite" / "results.csv").open()))
+    assert len(rows) == 2 * 2 + 2
+    table = (tmp_path / "suite" / "summary.md").read_text()
+    assert "| dyt-r0.5 |" in table and "(2) |" in table and "| linear |" in table
+    assert (tmp_path / "suite" / "accuracy_vs_cost.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["suite", str(path)]) == 0  # everything finished: nothing retrains
+    assert "seed" not in capsys.readouterr().out.split("|")[0]
