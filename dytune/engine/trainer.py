@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
 from ..checkpoint import atomic_write, load_backbone_weights, load_trained_state, save_pretrained, trained_state_dict
@@ -179,6 +179,25 @@ def evaluate(model: nn.Module, loader: DataLoader, env: distributed.DistEnv, num
     return metrics
 
 
+def caches_features(cfg: TrainConfig, head: Any) -> bool:
+    """Linear probing without augmentation trains on features computed once."""
+    return cfg.method == "linear" and cfg.augment == "none" and isinstance(head, nn.Module)
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, dataset: Dataset, env: distributed.DistEnv, cfg: TrainConfig) -> TensorDataset:
+    """Pre-logit features (pooled, normalised, as the head receives them) of every image, in eval mode."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    features, targets = [], []
+    for images, labels in tqdm(loader, desc="features", leave=False, disable=not env.is_main):
+        with autocast(env.device, cfg.precision):
+            x = model.forward_head(model.forward_features(images.to(env.device)), pre_logits=True)
+        features.append(x.float().cpu())
+        targets.append(torch.as_tensor(labels))
+    return TensorDataset(torch.cat(features), torch.cat(targets))
+
+
 class ObjectiveStep(nn.Module):
     """model + objective as one module, so one DDP forward covers every pass the objective makes."""
 
@@ -228,7 +247,14 @@ class Trainer:
         self.model, self.dense_macs = build_model(cfg, self.num_classes)
         self.model.to(self.env.device)
         # the objective may run the model twice (dynamic + complete), so DDP wraps model and objective together
-        self.step_module = ObjectiveStep(self.model, build_objective(cfg))
+        self.train_data: Dataset = self.train_set
+        trained: nn.Module = self.model
+        head = self.model.get_classifier()
+        if caches_features(cfg, head):
+            # the frozen backbone sees the same images every epoch: compute their features once, train the head on them
+            self.train_data = extract_features(self.model, self.train_set, self.env, cfg)
+            trained = head
+        self.step_module = ObjectiveStep(trained, build_objective(cfg))
         self.ddp = (DistributedDataParallel(self.step_module, find_unused_parameters=True,
                                             device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None)
                     if self.env.distributed else None)
@@ -280,7 +306,7 @@ class Trainer:
         cfg, env = self.cfg, self.env
         step_module = self.ddp or self.step_module
         self.model.train()
-        loader = self._loader(self.train_set, True, epoch)
+        loader = self._loader(self.train_data, True, epoch)
         total_steps = self.steps_per_epoch * cfg.epochs
         warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
         sums = {"loss": 0.0, "keep_rate": 0.0}

@@ -124,3 +124,15 @@ def test_fashion_mnist_from_the_debian_files(tmp_path):
         pytest.skip(f"Fashion-MNIST files absent: {e}")
     image, label = data[0]
     assert len(data) == 10000 and image.shape == (3, 32, 32) and 0 <= label < 10 and len(data.classes) == 10
+
+
+def test_linear_probe_on_cached_features_trains_like_the_full_forward(tmp_path, monkeypatch):
+    import dytune.engine.trainer as trainer
+    from safetensors.torch import load_file
+
+    train(config(tmp_path / "cached", method="linear"))
+    monkeypatch.setattr(trainer, "caches_features", lambda cfg, head: False)
+    train(config(tmp_path / "full", method="linear"))
+    a, b = (load_file(str(tmp_path / d / "run" / "last" / "adapter_model.safetensors")) for d in ("cached", "full"))
+    assert a.keys() == b.keys() == {"head.weight", "head.bias"}
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
