@@ -354,6 +354,8 @@ class Trainer:
     def run(self) -> Dict[str, Any]:
         """Train from the current epoch to the end (or for `stop_after` epochs); returns the results."""
         cfg, env = self.cfg, self.env
+        if self.start_epoch >= cfg.epochs and (self.out / "results.json").is_file():
+            return json.loads((self.out / "results.json").read_text())  # a finished run resumed: nothing to do
         if env.is_main:
             print(f"{cfg.method} on {cfg.dataset}/{cfg.task or cfg.data_root}: {len(self.train_set)} train, "
                   f"{len(self.eval_set)} eval images, {self.num_classes} classes, {self.trainable:,} trainable "

@@ -51,6 +51,7 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     first = train(cfg)
     assert first["epochs_done"] == 1 and not (tmp_path / "b" / "run" / "results.json").exists()
     resumed = train(config(tmp_path / "b", epochs=3), resume=True)
+    assert train(config(tmp_path / "b", epochs=3), resume=True) == resumed  # resuming a finished run changes nothing
     assert resumed["final"]["acc"] == straight["final"]["acc"]
     assert resumed["final"]["keep_rates"] == straight["final"]["keep_rates"]
     a = (tmp_path / "a" / "run" / "last" / "adapter_model.safetensors").read_bytes()
