@@ -137,3 +137,20 @@ def test_linear_probe_on_cached_features_trains_like_the_full_forward(tmp_path, 
     a, b = (load_file(str(tmp_path / d / "run" / "last" / "adapter_model.safetensors")) for d in ("cached", "full"))
     assert a.keys() == b.keys() == {"head.weight", "head.bias"}
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
+    from safetensors.torch import load_file
+
+    common = dict(method="adaptformer", adapter_dropout=0.0, epochs=2, task="even")
+    for run in ("big", "acc"):  # 32 training images: whole batches of 8 and whole pairs of batches of 4
+        write_vtab_task(tmp_path / run / "vtab", "even", counts={"train800": 26, "val200": 6, "test": 8})
+    train(config(tmp_path / "big", batch_size=8, **common))
+    train(config(tmp_path / "acc", batch_size=4, accum_steps=2, **common))
+    a, b = (load_file(str(tmp_path / d / "run" / "last" / "adapter_model.safetensors")) for d in ("big", "acc"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_bf16_autocast_on_cpu(tmp_path):
+    results = train(config(tmp_path, precision="bf16", epochs=1, clip_grad=1.0))
+    assert results["final"]["images"] == 12 and 0.0 < results["final"]["keep_rate"] < 1.0
