@@ -20,6 +20,17 @@ import dytune
 from dytune.bench import time_forward
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_base_patch16_224")
@@ -48,7 +59,7 @@ def main() -> None:
     t_dyt = time_forward(dyt, images, args.warmup, args.repeats)
     result = {
         "model": args.model, "batch": args.batch, "device": "cpu", "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "timm": timm.__version__,
+        "cpu": cpu_name(), "torch": torch.__version__, "timm": timm.__version__,
         "keep_rate": sum(rates) / len(rates), "dense_gmacs": dense_macs / 1e9, "dyt_gmacs": dyt_macs / 1e9,
         "dense": t_dense.to_dict(), "dyt": t_dyt.to_dict(),
         "speedup": t_dyt.images_per_s / t_dense.images_per_s, "flops_ideal_speedup": dense_macs / dyt_macs,
