@@ -13,6 +13,8 @@ COMMANDS = {
     "vtab": "dytune.engine.cli",
     "vtab-summary": "dytune.engine.cli",
     "suite": "dytune.engine.suite",
+    "minivtab": "dytune.data.minivtab",
+    "pretrain": "dytune.pretrain",
 }
 
 

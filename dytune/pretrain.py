@@ -1,0 +1,356 @@
+"""`dytune pretrain`: train the mini ViT backbone from scratch on the source task, Fashion-MNIST items on canvases.
+
+The source task (classify the clothing item) differs from every mini-VTAB task (digits, letters, fonts, counting,
+location, orientation, scale), so adapting to those measures transfer, as VTAB-1K does for ImageNet backbones.
+Images are rendered on the fly from the 60,000 training items: a new placement, size, rotation, colour and
+background texture each time the item is drawn. A curriculum starts from large centred white items on black
+canvases (difficulty 0, Fashion-MNIST as published), holds it for `--easy-epochs`, then moves linearly over
+`--curriculum-epochs` to the full task (difficulty 1: any position, sizes 20-48 px, +-20 degrees, random colours on
+textured backgrounds), which a ViT from scratch cannot start on (see docs/mini_backbone.md). The held-out test set
+renders the 10,000 test items once, at difficulty 1.
+
+Resumable: the run folder keeps `last.pt` (model, optimizer, step; written atomically every `--ckpt-every` steps),
+`log.csv` and `config.json`; rerunning the same command continues. The data of step s depends only on (seed, s).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Tuple
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import atomic_write
+from .data.canvas import contrasting_colors, paste, place_theta, textures, uniform
+from .data.sources import FASHION_MNIST_CLASSES, load_fashion_mnist
+
+__all__ = ["build_backbone", "evaluate", "export", "normalize", "render_source", "source_batches", "train"]
+
+IMG_SIZE = 64
+MEAN = STD = (0.5, 0.5, 0.5)
+TIMM_NAME = "vit_tiny_patch16_224"
+LOG_FIELDS = ["step", "epoch", "difficulty", "lr", "train_loss", "train_acc", "test_acc", "img_per_s", "elapsed_s"]
+
+
+def render_source(
+        items: torch.Tensor, generator: torch.Generator, difficulty: float = 1.0, size: int = IMG_SIZE,
+) -> torch.Tensor:
+    """Draw Fashion-MNIST items onto canvases, images (n, 3, size, size) in [0, 1].
+
+    Args:
+        items: (n, 28, 28) uint8 items.
+        generator: source of randomness.
+        difficulty: 0 = large (40-52 px) centred upright white items on black canvases; 1 = sizes 20-48 px anywhere
+            on the canvas, rotated up to 20 degrees, in random colours on textured canvases. Values between
+            interpolate.
+        size: canvas side in pixels.
+    """
+    n = items.shape[0]
+    d = float(min(max(difficulty, 0.0), 1.0))
+    side = uniform(n, (40 - 20 * d) * size / 64, (52 - 4 * d) * size / 64, generator)
+    reach = (size - side) / 2 * d
+    center = size / 2 + reach[:, None] * uniform(2 * n, -1, 1, generator).view(n, 2)
+    angle = uniform(n, -1, 1, generator) * math.radians(20) * d
+    flip = torch.rand(n, generator=generator) < 0.5
+    sprites = torch.where(flip[:, None, None], items.flip(-1), items)[:, None]
+    # colour fades in with difficulty: at 0 white items on black canvases, as in Fashion-MNIST itself; a ViT from
+    # scratch cannot start on random colours, which dominate its initial (near-uniform attention) features
+    canvas = d * textures(n, size, generator, contrast=0.35 * d)
+    color = (1 - d) + d * contrasting_colors(canvas, generator)
+    image, _ = paste(canvas, sprites, place_theta(center, side, angle, size), color)
+    return image
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Map [0, 1] images to the backbone's input range (mean and std 0.5 per channel, as the VTAB recipe)."""
+    return (images - MEAN[0]) / STD[0]
+
+
+def build_backbone(embed_dim: int = 192, depth: int = 6, num_heads: int = 3, patch_size: int = 8,
+                   num_classes: int = len(FASHION_MNIST_CLASSES), **kwargs: Any) -> nn.Module:
+    """A timm ViT for IMG_SIZE x IMG_SIZE images with the given shape and random weights."""
+    return timm.create_model(TIMM_NAME, pretrained=False, **model_kwargs(embed_dim, depth, num_heads, patch_size,
+                                                                          num_classes, **kwargs))
+
+
+def model_kwargs(embed_dim: int, depth: int, num_heads: int, patch_size: int, num_classes: int,
+                 **kwargs: Any) -> Dict[str, Any]:
+    """The `timm.create_model` keyword arguments of the backbone, as stored in its JSON."""
+    return dict(img_size=IMG_SIZE, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                num_classes=num_classes, **kwargs)
+
+
+def pool_kwargs(pool: str) -> Dict[str, Any]:
+    """timm arguments for the image representation: the class token ("token") or the mean of the patch tokens."""
+    if pool == "token":
+        return {}
+    if pool == "avg":
+        return dict(class_token=False, global_pool="avg")
+    raise ValueError(f"--pool must be 'token' or 'avg', got {pool!r}")
+
+
+def source_batches(
+        items: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, start_step: int,
+        difficulty_at: Callable[[int], float],
+) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:
+    """Endless (step, images, labels) training batches from `start_step` on; epochs are shuffled passes.
+
+    Step s of a seed always yields the same batch, so a resumed run sees the data an uninterrupted one would.
+    """
+    per_epoch = len(items) // batch_size
+    step = start_step
+    while True:
+        epoch, index = divmod(step, per_epoch)
+        order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        idx = order[index * batch_size:(index + 1) * batch_size]
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        yield step, render_source(items[idx], gen, difficulty_at(step)), labels[idx]
+        step += 1
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy (%) of `model` on [0, 1] images."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(images), batch_size):
+        correct += (model(normalize(images[i:i + batch_size])).argmax(-1) == labels[i:i + batch_size]).sum().item()
+    model.train(was_training)
+    return 100.0 * correct / len(images)
+
+
+def test_set(count: int = 10000, seed: int = 12345) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first `count` Fashion-MNIST test items rendered at difficulty 1 with a fixed seed (in chunks)."""
+    items, labels = load_fashion_mnist("test")
+    items, labels = torch.from_numpy(items[:count]), torch.from_numpy(labels[:count])
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.cat([render_source(items[i:i + 1000], gen, 1.0) for i in range(0, len(items), 1000)])
+    return images, labels
+
+
+def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `min_lr`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """AdamW groups: no weight decay on biases, norms, tokens and position embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(("cls_token", "pos_embed", "reg_token")) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _append_log(path: Path, row: Dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save(path: Path, state: Dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint a run resumes from, so the log has no duplicate steps."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(path, write)
+
+
+def train(args: argparse.Namespace) -> Dict[str, Any]:
+    """Pre-train (or resume) in `args.out`; returns the final summary also written to `summary.json`."""
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if k not in ("run", "command", "threads", "max_minutes", "export")}
+    config_path = out / "config.json"
+    if config_path.exists():
+        old = json.loads(config_path.read_text())
+        if old != config:
+            diff = {k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)}
+            raise ValueError(f"{config_path}: the run folder holds a different configuration {diff}; "
+                             f"use another --out or the same arguments")
+    else:
+        atomic_write(config_path, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+
+    items, labels = (torch.from_numpy(a) for a in load_fashion_mnist("train"))
+    test_images, test_labels = test_set(10000)
+    per_epoch = len(items) // args.batch_size
+    total = int(args.epochs * per_epoch)
+    warmup = int(args.warmup_epochs * per_epoch)
+    curriculum = max(int(args.curriculum_epochs * per_epoch), 1)
+    hold = int(args.easy_epochs * per_epoch)
+
+    def difficulty_at(step: int) -> float:
+        return min(max(step - hold, 0) / curriculum, 1.0) if args.curriculum_epochs > 0 else 1.0
+
+    torch.manual_seed(args.seed)
+    model = build_backbone(args.embed_dim, args.depth, args.heads, args.patch_size, drop_path_rate=args.drop_path,
+                           **pool_kwargs(args.pool))
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
+    step = 0
+    last = out / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+        _truncate_log(out / "log.csv", step)
+        print(f"resuming {out} at step {step}/{total}", file=sys.stderr)
+
+    model.train()
+    deadline = time.time() + 60 * args.max_minutes if args.max_minutes else None
+    started, seen, loss_sum, hits = time.time(), 0, 0.0, 0
+    bar = tqdm(total=total, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+    batches = source_batches(items, labels, args.batch_size, args.seed, step, difficulty_at)
+    while step < total:
+        step, images, target = next(batches)
+        lr = lr_at(step, total, warmup, args.lr, args.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        logits = model(normalize(images))
+        loss = F.cross_entropy(logits, target, label_smoothing=args.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; {last} holds the last good state")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+        optimizer.step()
+        step += 1
+        seen += len(target)
+        loss_sum += loss.item() * len(target)
+        hits += (logits.argmax(-1) == target).sum().item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", d=f"{difficulty_at(step - 1):.2f}", lr=f"{lr:.1e}")
+        stop = deadline is not None and time.time() > deadline
+        if step % args.ckpt_every == 0 or step == total or stop:
+            elapsed = time.time() - started
+            row = dict(step=step, epoch=f"{step / per_epoch:.3f}", difficulty=f"{difficulty_at(step - 1):.3f}",
+                       lr=f"{lr:.3e}", train_loss=f"{loss_sum / seen:.4f}", train_acc=f"{100 * hits / seen:.2f}",
+                       test_acc=f"{evaluate(model, test_images[:args.eval_size], test_labels[:args.eval_size]):.2f}",
+                       img_per_s=f"{seen / elapsed:.1f}", elapsed_s=f"{elapsed:.0f}")
+            _save(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "torch_rng": torch.get_rng_state(), "step": step})
+            _append_log(out / "log.csv", row)
+            bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
+            started, seen, loss_sum, hits = time.time(), 0, 0.0, 0
+        if stop:
+            print(f"stopped at step {step}/{total} after --max-minutes {args.max_minutes}; rerun to resume",
+                  file=sys.stderr)
+            break
+    bar.close()
+    summary = {"step": step, "total": total, "finished": step >= total,
+               "test_acc": evaluate(model, test_images, test_labels), "test_size": len(test_labels)}
+    atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    return summary
+
+
+def export(run: Path, dest: Path, fp16: bool = True) -> Path:
+    """Write a finished run's backbone to `dest`: `mini_vit.safetensors`, `mini_vit.json`, `mini_vit_log.csv`.
+
+    The JSON holds the timm model name and keyword arguments, the input normalisation, the source task and its
+    held-out accuracy, so `dytune.pretrained.mini_vit()` can rebuild the model. Weights are stored as float16
+    (`fp16`) to halve the file; they load back as float32.
+    """
+    from safetensors.torch import save_file
+
+    config = json.loads((run / "config.json").read_text())
+    summary_path = run / "summary.json"
+    if not summary_path.exists():
+        raise FileNotFoundError(f"{summary_path}: the run in {run} has no final test yet; run or resume it first")
+    summary = json.loads(summary_path.read_text())
+    checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    if checkpoint["step"] != summary["step"]:
+        raise ValueError(f"{run}: last.pt is at step {checkpoint['step']} but summary.json tested step "
+                         f"{summary['step']}; resume the run to refresh the summary")
+    state = checkpoint["model"]
+    dtype = torch.float16 if fp16 else torch.float32
+    tensors = {k: v.to(dtype).contiguous() for k, v in state.items()}
+    dest.mkdir(parents=True, exist_ok=True)
+    kwargs = model_kwargs(config["embed_dim"], config["depth"], config["heads"], config["patch_size"],
+                          len(FASHION_MNIST_CLASSES), **pool_kwargs(config["pool"]))
+    meta = {
+        "timm_model": TIMM_NAME, "timm_kwargs": kwargs, "mean": list(MEAN), "std": list(STD),
+        "weights": "mini_vit.safetensors", "weights_dtype": str(dtype).replace("torch.", ""),
+        "source_task": "Fashion-MNIST item classification on 64x64 textured canvases (dytune.pretrain.render_source)",
+        "classes": list(FASHION_MNIST_CLASSES),
+        "test_acc": summary["test_acc"], "test_size": summary["test_size"], "steps": summary["step"],
+        "finished": summary["finished"], "planned_steps": summary["total"],
+        "training": config, "timm_version": timm.__version__, "torch_version": torch.__version__,
+    }
+    atomic_write(dest / "mini_vit.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(dest / "mini_vit.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    log = (run / "log.csv").read_text()
+    atomic_write(dest / "mini_vit_log.csv", lambda tmp: Path(tmp).write_text(log))
+    return dest
+
+
+def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help="pre-train the mini ViT backbone on Fashion-MNIST items on canvases",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/pretrain", help="run folder (resumed if it exists)")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="when finished, write the backbone files there (e.g. dytune/assets)")
+    p.add_argument("--embed-dim", type=int, default=192)
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--heads", type=int, default=3)
+    p.add_argument("--patch-size", type=int, default=8)
+    p.add_argument("--pool", choices=("token", "avg"), default="token",
+                   help="classify from the class token or from the mean of the patch tokens")
+    p.add_argument("--epochs", type=float, default=4.0, help="passes over the 60,000 training items")
+    p.add_argument("--easy-epochs", type=float, default=0.0, help="epochs at difficulty 0 before the ramp")
+    p.add_argument("--curriculum-epochs", type=float, default=1.0,
+                   help="epochs over which difficulty then rises linearly from 0 to 1 (0: full difficulty at once)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr", type=float, default=1e-5)
+    p.add_argument("--warmup-epochs", type=float, default=0.2)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--drop-path", type=float, default=0.0)
+    p.add_argument("--clip-grad", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-size", type=int, default=2000,
+                   help="held-out test images evaluated at each log row (the final test uses all 10,000)")
+    p.add_argument("--ckpt-every", type=int, default=100, help="steps between checkpoint, log row and test")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (on 2 shared cores, 1 thread ran 3-5x faster than 2: docs/mini_backbone.md)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this wall time")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = train(args)
+    print(json.dumps(summary))
+    if args.export:
+        print(f"wrote {export(Path(args.out), Path(args.export))}")
+    return 0
