@@ -310,8 +310,8 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
         if n < 1:
             raise ValueError(f"mini-VTAB {task}: the {name} split needs at least one image, got {n}")
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(root, task)
     tmp = root / f".{task}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     sources = sources if sources is not None else load_sources(seed)
     spec = TASKS[task]
     lists: Dict[str, List[str]] = {}
@@ -340,11 +340,38 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
                 f"background_share_patch{PATCH}": shares,
                 "held_out": {"letters_test_fonts": sources.test_fonts, "fonts_test_letters": sources.test_letters}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not folder.exists():
+                raise
+            # another process finished the same task first: keep its folder if it has our settings
+            shutil.rmtree(tmp, ignore_errors=True)
+            _check_existing(folder, settings)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _remove_stale_builds(root: Path, task: str) -> None:
+    """Delete temporary folders of this task left by builders that died (their process no longer exists)."""
+    for tmp in root.glob(f".{task}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a folder of our own pid is from an earlier call that was interrupted
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_existing(folder: Path, settings: Dict[str, Any]) -> None:

@@ -82,6 +82,13 @@ def test_failed_build_leaves_no_task_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_leftovers_of_a_killed_build_are_removed(tmp_path):
+    dead = tmp_path / ".scale.tmp-999999999"  # no such process
+    (dead / "images").mkdir(parents=True)
+    minivtab.build_minivtab(tmp_path, tasks=["scale"], progress=False, **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scale"]
+
+
 def test_held_out_sources_are_disjoint():
     src = minivtab.load_sources(0)
     assert not set(src.digit_pools["fit"].tolist()) & set(src.digit_pools["test"].tolist())
