@@ -16,12 +16,31 @@ from torch import nn
 
 from ..config import DyTConfig
 from ..flops import attention_macs, tokenwise_macs
-from .adapter import build_adapter
+from .adapter import Adapter, build_adapter
 from .dispatcher import TokenDispatcher
-from .tokens import add_tokenwise, attention_mask, gather_tokens, pack, scatter_add_valid, with_prefix
+from .tokens import add_tokenwise, attention_mask, flat_index, gather_tokens, pack, scatter_add_valid, with_prefix
 
 EXECUTION_MODES = ("masked", "sparse", "complete")
 TIMM_BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
+
+
+def _may_write_in_place(x: torch.Tensor) -> bool:
+    """In-place updates are safe without autograd and pay off outside autocast (where dtypes would mix)."""
+    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+
+
+def add_adapter_(x: torch.Tensor, adapter: nn.Module) -> torch.Tensor:
+    """x += adapter(x), in place; x must be a contiguous tensor the caller owns.
+
+    For a plain adapter in eval mode the up projection and the scale accumulate straight into x, which saves the
+    temporaries and some of the passes over [B, N, C] that `x + adapter(x)` costs.
+    """
+    if not isinstance(adapter, Adapter) or adapter.training:
+        return x.add_(adapter(x).to(x.dtype))
+    flat = x.view(-1, x.shape[-1])
+    hidden = adapter.act(adapter.down(flat))
+    torch.addmm(flat, hidden, adapter.up.weight.t(), alpha=adapter.scale, out=flat)  # counted by torch's FLOP counter, unlike addmm_
+    return flat.add_(adapter.up.bias, alpha=adapter.scale).view_as(x)
 
 
 class DynamicBlock(nn.Module):
@@ -48,6 +67,7 @@ class DynamicBlock(nn.Module):
         self.execution: Optional[str] = None
         self.keep_masks: Dict[str, torch.Tensor] = {}
         self._shape = (0, 0)
+        self._mlp_input_tokens: Optional[int] = None  # set by subclasses that shorten the sequence before the MLP
         for name in self.sub_blocks:
             setattr(self, f"{name}_adapter", build_adapter(
                 dim, config.bottleneck, config.experts, config.adapter_scale, config.adapter_dropout))
@@ -92,6 +112,26 @@ class DynamicBlock(nn.Module):
             return out + fn(x) * keep.unsqueeze(-1).to(x.dtype)
         return add_tokenwise(out.contiguous(), x, keep, fn)
 
+    def _adapter_and_tokenwise(
+            self, x: torch.Tensor, name: str, fn: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """x + Adapter(x) + M * fn(x) for the token-wise sub-block `name` whose dispatcher decides M on x.
+
+        In sparse inference x (a tensor this block created) is updated in place: the kept rows are gathered first,
+        the adapter is accumulated into x, and fn of the kept rows is added back at their positions.
+        """
+        adapter = getattr(self, f"{name}_adapter")
+        keep = self._keep(name, x)
+        if keep is None or self.mode != "sparse" or not _may_write_in_place(x) or not x.is_contiguous():
+            return self._add_tokenwise(x + adapter(x), x, keep, fn)
+        flat = x.view(-1, x.shape[-1])
+        index = flat_index(keep)
+        kept = flat.index_select(0, index)
+        add_adapter_(x, adapter)
+        if index.numel():
+            flat.index_add_(0, index, fn(kept).to(x.dtype))
+        return x
+
     def _add_attention(
             self, out: torch.Tensor, x: torch.Tensor, keep: Optional[torch.Tensor], with_mlp: bool = False,
     ) -> torch.Tensor:
@@ -105,6 +145,8 @@ class DynamicBlock(nn.Module):
             delta = a + self._mlp_out(x + a) if with_mlp else a
             return out + delta * keep.unsqueeze(-1).to(x.dtype)
         order, valid = pack(keep)
+        if order.shape[1] == 0:  # nothing kept in the whole batch (possible without prefix tokens)
+            return out
         packed = gather_tokens(x, order)
         mask = attention_mask(valid)
         a = self._attn_out(packed, mask)
@@ -120,32 +162,34 @@ class DynamicBlock(nn.Module):
             raise NotImplementedError("dytune blocks take no external attention mask; they build their own")
         self.keep_masks = {}
         self._shape = (x.shape[0], x.shape[1])
+        self._mlp_input_tokens = None
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _kept(self, name: str) -> torch.Tensor:
-        """Tokens (prefix included) that went through sub-block `name` in the last forward, per image (all tokens
-        when `name` was not dispatched)."""
-        batch, tokens = self._shape
+    def _kept(self, name: str, total: int) -> torch.Tensor:
+        """Tokens (prefix included) that went through sub-block `name` in the last forward, per image (`total` when
+        `name` was not dispatched)."""
         mask = self.keep_masks.get(name)
         if mask is None:
-            return torch.full((batch,), tokens, dtype=torch.int64)
+            return torch.full((self._shape[0],), total, dtype=torch.int64)
         return mask.detach().sum(dim=1).round().long().cpu() + self.num_prefix_tokens
 
     def macs_per_image(self, norms: bool = True) -> torch.Tensor:
         """MACs of the last forward, per image, from the tokens each sub-block actually computed."""
         batch, tokens = self._shape
-        everything = torch.full((batch,), tokens, dtype=torch.int64)
-        attn_tokens = self._kept("layer" if self.variant == "layer" else "attn")
-        mlp_tokens = self._kept("layer" if self.variant == "layer" else "mlp")
+        mlp_input = self._mlp_input_tokens or tokens
+        layer = self.variant == "layer"
+        attn_tokens = self._kept("layer" if layer else "attn", tokens)
+        mlp_tokens = self._kept("layer" if layer else "mlp", tokens if layer else mlp_input)
         macs = attention_macs(self.attn, attn_tokens, norms) + attn_tokens * tokenwise_macs(self.norm1, norms)
         macs = macs + mlp_tokens * (tokenwise_macs(self.norm2, norms) + tokenwise_macs(self.mlp, norms))
         for name in self.sub_blocks:
-            macs = macs + getattr(self, f"{name}_adapter").macs(everything)
+            seen = mlp_input if name == "mlp" else tokens
+            macs = macs + getattr(self, f"{name}_adapter").macs(torch.full((batch,), seen, dtype=torch.int64))
             if name in self.keep_masks:
-                macs = macs + (tokens - self.num_prefix_tokens) * self.dim
+                macs = macs + (seen - self.num_prefix_tokens) * self.dim
         return macs
 
     def extra_repr(self) -> str:
@@ -163,8 +207,7 @@ class MLPDispatchBlock(DynamicBlock):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self._attn_out(x)
-        keep = self._keep("mlp", x)
-        return self._add_tokenwise(x + self.mlp_adapter(x), x, keep, self._mlp_out)
+        return self._adapter_and_tokenwise(x, "mlp", self._mlp_out)
 
 
 class AttnDispatchBlock(DynamicBlock):
@@ -191,8 +234,7 @@ class AttnMLPDispatchBlock(DynamicBlock):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         keep = self._keep("attn", x)
         x = self._add_attention(x + self.attn_adapter(x), x, keep)
-        keep = self._keep("mlp", x)
-        return self._add_tokenwise(x + self.mlp_adapter(x), x, keep, self._mlp_out)
+        return self._adapter_and_tokenwise(x, "mlp", self._mlp_out)
 
 
 class LayerDispatchBlock(DynamicBlock):
