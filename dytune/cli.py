@@ -13,6 +13,7 @@ COMMANDS = {
     "vtab": "dytune.engine.cli",
     "vtab-summary": "dytune.engine.cli",
     "suite": "dytune.engine.suite",
+    "bench": "dytune.bench.cli",
     "minivtab": "dytune.data.minivtab",
     "pretrain": "dytune.pretrain",
 }

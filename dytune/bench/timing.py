@@ -54,3 +54,31 @@ def time_forward(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tenso
         _sync(images.device)
         times.append((time.perf_counter() - start) * 1000.0)
     return Timing(batch=images.shape[0], times_ms=times)
+
+
+@torch.inference_mode()
+def time_interleaved(fns: Dict[str, Callable[[torch.Tensor], torch.Tensor]], images: torch.Tensor, warmup: int = 2,
+                     repeats: int = 5) -> Dict[str, Timing]:
+    """Time several functions on one batch, taking turns, so that a slow spell of a shared machine hits all alike.
+
+    Each round times every function once (in order), synchronising the device around each call; `warmup` untimed
+    rounds come first.
+
+    Args:
+        fns: name -> function of the batch.
+        images: The batch.
+        warmup: Untimed rounds.
+        repeats: Timed rounds.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn(images)
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(images.device)
+            start = time.perf_counter()
+            fn(images)
+            _sync(images.device)
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: Timing(batch=images.shape[0], times_ms=t) for name, t in times.items()}

@@ -1,0 +1,66 @@
+"""Accuracy against compute budget: one trained model, thresholds re-calibrated per keep rate, no retraining."""
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..calibrate import calibrate, dispatchers
+from ..convert import keep_rates
+from ..flops import count_macs
+
+
+@torch.no_grad()
+def accuracy_vs_budget(
+        model: nn.Module,
+        batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+        keep_rates_to_try: Sequence[float],
+        calibration_images: torch.Tensor,
+        per_layer: bool = True,
+) -> List[Dict[str, float]]:
+    """Top-1 accuracy and MACs of a converted model at each keep rate, set with `dytune.calibrate`.
+
+    The model's own thresholds are restored afterwards.
+
+    Args:
+        model: A converted (trained) model; it runs in eval mode (sparse execution).
+        batches: (images, labels) pairs of the validation set; iterated once per keep rate, so pass a list or a
+            re-iterable loader.
+        keep_rates_to_try: Keep rates in [0, 1].
+        calibration_images: Images the thresholds are calibrated on (e.g. a batch of training images).
+        per_layer: Calibrate each dispatcher to the rate (True) or one shared threshold (False).
+
+    Returns:
+        One dict per keep rate: the requested and the measured keep rate (mean over dispatchers and validation
+        images), top-1 accuracy and GMACs per image.
+    """
+    gates = dispatchers(model)
+    saved = [g.logit_threshold.clone() for g in gates]
+    was_training = model.training
+    device = next(model.parameters()).device
+    rows = []
+    try:
+        for rate in keep_rates_to_try:
+            calibrate(model, calibration_images.to(device), rate, per_layer=per_layer)
+            model.eval()
+            correct = seen = 0
+            kept, macs = 0.0, 0.0
+            for images, labels in batches:
+                images, labels = images.to(device), labels.to(device)
+                count = count_macs(model, images)  # runs the forward; its keep masks are those of these images
+                logits = model(images)
+                correct += int((logits.argmax(dim=-1) == labels).sum())
+                rates = keep_rates(model)
+                kept += sum(rates) / len(rates) * images.shape[0]
+                macs += float(count.double().sum())
+                seen += images.shape[0]
+            if seen == 0:
+                raise ValueError("accuracy_vs_budget: the validation batches are empty")
+            rows.append({"target_keep_rate": float(rate), "keep_rate": kept / seen, "accuracy": correct / seen,
+                         "gmacs": macs / seen / 1e9})
+    finally:
+        for gate, value in zip(gates, saved):
+            gate.logit_threshold.copy_(value)
+        model.train(was_training)
+    return rows

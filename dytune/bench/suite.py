@@ -1,0 +1,249 @@
+"""The models `dytune bench` times, built on one backbone, and the interleaved timing of all of them."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import timm
+import torch
+from torch import nn
+
+from .. import __version__
+from ..calibrate import calibrate
+from ..checkpoint import from_pretrained, load_backbone_weights
+from ..config import VARIANTS, DyTConfig
+from ..convert import convert, execution, keep_rates
+from ..flops import count_macs
+from ..tome import apply_tome
+from .memory import peak_memory_bytes
+from .timing import time_interleaved
+
+METHODS = ("dense", "adaptformer", "dyt", "tome", "dyt+tome", "official")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class BenchSettings:
+    """What to build. Random weights unless `checkpoint` (a `save_pretrained` directory) is given.
+
+    Args:
+        model: timm model name of the backbone.
+        timm_kwargs: Overrides for timm.create_model (img_size, depth, ...).
+        num_classes: Classes of the head (random-weight models).
+        checkpoint: A dytune checkpoint directory; its DyT model replaces the random-weight DyT variants.
+        backbone_weights: Local backbone weight file (timm/.pth/.safetensors/.npz).
+        methods: Subset of METHODS.
+        variants: DyT dispatch variants to build (random-weight models).
+        keep_rate: Calibrate the dispatchers to this keep rate (None: keep a checkpoint's trained thresholds).
+        bottleneck: Adapter width of random-weight models.
+        tome_r: Tokens merged per block for ToMe and DyT + ToMe.
+        proportional_attention: ToMe's proportional attention (MLP dispatch and plain blocks only).
+        calibration_images: Size of the random calibration batch.
+        official_repo: Root of a clone of the official repository, for the side-by-side model.
+        seed: Seed of weights and images.
+    """
+
+    model: str = "vit_base_patch16_224"
+    timm_kwargs: Dict[str, Any] = field(default_factory=dict)
+    num_classes: int = 100
+    checkpoint: Optional[str] = None
+    backbone_weights: Optional[str] = None
+    methods: Tuple[str, ...] = ("dense", "adaptformer", "dyt", "tome", "dyt+tome")
+    variants: Tuple[str, ...] = ("mlp",)
+    keep_rate: Optional[float] = 0.5
+    bottleneck: int = 8
+    tome_r: int = 8
+    proportional_attention: bool = True
+    calibration_images: int = 32
+    official_repo: Optional[str] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS)) + sorted(set(self.variants) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"unknown method(s)/variant(s) {unknown}; methods: {METHODS}, variants: {VARIANTS}")
+        if self.keep_rate is not None and not 0.0 <= self.keep_rate <= 1.0:
+            raise ValueError(f"keep_rate={self.keep_rate!r}: expected a value in [0, 1]")
+
+
+@dataclass
+class BenchModel:
+    """One timed model and what is known about it."""
+
+    name: str
+    model: nn.Module
+    reference: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # logits of the reference path
+    dynamic: bool = False
+    macs_model: Optional[nn.Module] = None  # counted instead of `model` (whose layers count_macs does not know)
+
+
+def images_for(model: nn.Module, batch: int, seed: int, device: torch.device) -> torch.Tensor:
+    """A reproducible random batch of the size the model takes."""
+    height, width = model.patch_embed.img_size
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, model.patch_embed.proj.in_channels, height, width, generator=gen).to(device)
+
+
+def _masked(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with execution(model, "masked"):
+            return model(images)
+    return run
+
+
+def _backbone(settings: BenchSettings) -> nn.Module:
+    torch.manual_seed(settings.seed)
+    base = timm.create_model(settings.model, pretrained=False, num_classes=settings.num_classes, **settings.timm_kwargs)
+    if settings.backbone_weights:
+        load_backbone_weights(base, settings.backbone_weights)
+    return base.eval()
+
+
+def _calibrated(model: nn.Module, images: torch.Tensor, keep_rate: Optional[float]) -> nn.Module:
+    if keep_rate is not None:
+        calibrate(model, images, keep_rate)
+    return model.eval()
+
+
+def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, BenchModel]:
+    """Dense backbone, AdaptFormer, DyT (per variant or from a checkpoint), ToMe, DyT + ToMe and the official model,
+    all sharing the backbone weights, on `device` in eval mode."""
+    base = _backbone(settings)
+    calib = images_for(base, settings.calibration_images, settings.seed + 1, torch.device("cpu"))
+    dyts: Dict[str, nn.Module] = {}
+    if settings.checkpoint:
+        trained = from_pretrained(settings.checkpoint, base=copy.deepcopy(base))
+        if trained.num_classes != base.num_classes:
+            base.reset_classifier(trained.num_classes)
+        dyts[f"dyt-{trained.dytune_config.variant}"] = _calibrated(trained, calib, settings.keep_rate)
+        config = trained.dytune_config
+    else:
+        config = DyTConfig(bottleneck=settings.bottleneck)
+        for variant in settings.variants:
+            dyt = convert(copy.deepcopy(base), DyTConfig(variant=variant, bottleneck=settings.bottleneck))
+            dyts[f"dyt-{variant}"] = _calibrated(dyt, calib, settings.keep_rate)
+    models: Dict[str, BenchModel] = {}
+    methods = settings.methods
+    if "dense" in methods:
+        models["dense"] = BenchModel("dense", base)
+    if "adaptformer" in methods:
+        adaptformer = convert(copy.deepcopy(base), DyTConfig(bottleneck=config.bottleneck, experts=config.experts,
+                                                             layers=()))
+        models["adaptformer"] = BenchModel("adaptformer", adaptformer.eval())
+    if "dyt" in methods:
+        for name, dyt in dyts.items():
+            models[name] = BenchModel(name, dyt, reference=_masked(dyt), dynamic=True)
+    if "tome" in methods:
+        tome = apply_tome(copy.deepcopy(base), settings.tome_r, settings.proportional_attention)
+        models[f"tome-r{settings.tome_r}"] = BenchModel(f"tome-r{settings.tome_r}", tome.eval())
+    if "dyt+tome" in methods:
+        for name, dyt in dyts.items():
+            merged = apply_tome(copy.deepcopy(dyt), settings.tome_r,
+                                settings.proportional_attention and name == "dyt-mlp")
+            merged = _calibrated(merged, calib, settings.keep_rate)
+            key = f"{name}+tome-r{settings.tome_r}"
+            models[key] = BenchModel(key, merged, reference=_masked(merged), dynamic=True)
+    if "official" in methods:
+        if not settings.official_repo:
+            raise ValueError("the 'official' method needs official_repo (a clone of NUS-HPC-AI-Lab/Dynamic-Tuning)")
+        if "dyt-mlp" not in dyts:
+            raise ValueError("the official model mirrors the MLP-dispatch DyT model; include variant 'mlp'")
+        from .official import official_model
+
+        mirrored = dyts["dyt-mlp"]
+        models["official-dyt-mlp"] = BenchModel("official-dyt-mlp", official_model(settings.official_repo, mirrored),
+                                                reference=mirrored, macs_model=mirrored)
+    for entry in models.values():
+        entry.model.to(device)
+    return models
+
+
+def _autocast(device: torch.device, precision: str):
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _runner(model: Callable, device: torch.device, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with _autocast(device, precision):
+            return model(images)
+    return run
+
+
+def environment(device: torch.device) -> Dict[str, Any]:
+    """Device and library versions for the JSON report."""
+    env = {
+        "device": device.type, "python": platform.python_version(), "torch": torch.__version__,
+        "timm": timm.__version__, "dytune": __version__, "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+@torch.inference_mode()
+def run_benchmark(
+        settings: BenchSettings,
+        batch_sizes: Sequence[int] = (1, 32),
+        precisions: Sequence[str] = ("fp32",),
+        device: str = "cpu",
+        warmup: int = 2,
+        repeats: int = 5,
+        compile: bool = False,
+        models: Optional[Dict[str, BenchModel]] = None,
+) -> Dict[str, Any]:
+    """Time every model of `build_models` on random batches, all models taking turns within each repeat.
+
+    Returns a JSON-ready dict: the environment, the settings and one row per (precision, batch, model) with
+    latency, throughput, MACs per image, speed-up over the dense model, the FLOPs-ideal speed-up (dense MACs /
+    model MACs on the same images), the keep rate, peak memory and the largest logit difference from the
+    model's reference path (sparse vs masked for DyT; dytune vs official).
+    """
+    dev = torch.device(device)
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    models = models if models is not None else build_models(settings, dev)
+    rows: List[Dict[str, Any]] = []
+    for batch in batch_sizes:
+        images = images_for(next(iter(models.values())).model, batch, settings.seed + 2, dev)
+        stats = {name: _model_stats(entry, images) for name, entry in models.items()}
+        for precision in precisions:
+            fns = {}
+            for name, entry in models.items():
+                target = torch.compile(entry.model) if compile else entry.model
+                fns[name] = _runner(target, dev, precision)
+            timings = time_interleaved(fns, images, warmup=warmup, repeats=repeats)
+            dense = timings.get("dense")
+            for name, timing in timings.items():
+                row = {"method": name, "batch": batch, "precision": precision, "compile": compile,
+                       **stats[name], **timing.to_dict()}
+                row["peak_memory_mb"] = peak_memory_bytes(fns[name], images, models[name].model) / 2 ** 20
+                if dense is not None:
+                    row["speedup"] = timing.images_per_s / dense.images_per_s
+                    if "dense" in stats:
+                        row["flops_ideal_speedup"] = stats["dense"]["gmacs"] / stats[name]["gmacs"]
+                rows.append(row)
+    return {**environment(dev), "settings": asdict(settings), "batch_sizes": list(batch_sizes),
+            "precisions": list(precisions), "warmup": warmup, "repeats": repeats, "rows": rows}
+
+
+def _model_stats(entry: BenchModel, images: torch.Tensor) -> Dict[str, Any]:
+    """MACs per image (fp32), keep rate and the logit difference from the reference path, on `images`."""
+    model = entry.model
+    macs = count_macs(entry.macs_model or model, images)
+    out: Dict[str, Any] = {"gmacs": macs.double().mean().item() / 1e9}
+    logits = model(images)
+    if entry.dynamic:
+        rates = keep_rates(model)
+        out["keep_rate"] = sum(rates) / len(rates) if rates else 1.0
+    if entry.reference is not None:
+        out["max_abs_diff_vs_reference"] = (logits - entry.reference(images)).abs().max().item()
+    return out

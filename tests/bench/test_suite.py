@@ -1,0 +1,151 @@
+"""What `dytune bench` times is correct: same logits as the reference paths, calibrated keep rates, memory, timing."""
+import json
+
+import pytest
+import torch
+
+import dytune
+from dytune.bench import time_interleaved
+from dytune.bench.accuracy import accuracy_vs_budget
+from dytune.bench.memory import peak_memory_bytes
+from dytune.bench.official import official_state_dict
+from dytune.bench.suite import BenchSettings, build_models, images_for, run_benchmark
+from dytune.calibrate import dispatchers
+from dytune.cli import main
+from dytune.modules.adapter import build_adapter
+from dytune.modules.blocks import add_adapter_
+from tests.conftest import converted, randomize_adapters
+
+TINY_ARGS = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
+
+
+def tiny_settings(**kw):
+    return BenchSettings(model="vit_tiny_patch16_224", timm_kwargs=TINY_ARGS, num_classes=5, bottleneck=4,
+                         tome_r=2, calibration_images=16, **kw)
+
+
+def test_timed_models_give_the_reference_logits():
+    settings = tiny_settings(methods=("dense", "adaptformer", "dyt", "tome", "dyt+tome"), variants=dytune.VARIANTS,
+                             proportional_attention=False)
+    models = build_models(settings, torch.device("cpu"))
+    assert set(models) == {"dense", "adaptformer", "tome-r2", *(f"dyt-{v}" for v in dytune.VARIANTS),
+                           *(f"dyt-{v}+tome-r2" for v in dytune.VARIANTS)}
+    dense = models["dense"].model
+    images = images_for(dense, 5, 7, torch.device("cpu"))
+    with torch.no_grad():
+        reference = dense(images)
+        for name, entry in models.items():
+            if name.startswith("dyt"):
+                randomize_adapters(entry.model)  # the timed path must match the masked path with trained-like weights
+                assert (entry.model(images) - entry.reference(images)).abs().max() <= 1e-4, name
+        assert torch.equal(models["adaptformer"].model(images), reference)  # zero-initialised adapters
+        assert torch.equal(models["tome-r2"].model.blocks[0].mlp.fc1.weight, dense.blocks[0].mlp.fc1.weight)
+
+
+@pytest.mark.parametrize("variant, per_layer", [(v, True) for v in dytune.VARIANTS] + [("attn_mlp", False)])
+def test_calibrate_reaches_the_keep_rate(variant, per_layer, images):
+    model = converted(variant=variant).eval()
+    rates = dytune.calibrate(model, images, 0.35, per_layer=per_layer)
+    assert abs(sum(rates) / len(rates) - 0.35) <= 0.02
+    with torch.no_grad():
+        model(images)  # the sparse path keeps the same tokens
+    assert abs(sum(dytune.keep_rates(model)) / len(rates) - 0.35) <= 0.02
+
+
+def test_adapter_accumulated_in_place_equals_the_sum(images):
+    x = torch.randn(3, 17, 48)
+    for experts in (1, 3):
+        adapter = build_adapter(48, 8, experts, scale=0.7, dropout=0.1).eval()
+        for p in adapter.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+        with torch.no_grad():
+            expected = x + adapter(x)
+            assert torch.allclose(add_adapter_(x.clone(), adapter), expected, atol=1e-6)
+
+
+def test_official_weights_fold_the_threshold_into_the_bias(images):
+    model = converted(variant="mlp").eval()
+    dytune.calibrate(model, images, 0.4)
+    state = official_state_dict(model)
+    gate = model.blocks[1].mlp_dispatcher
+    bias = state["blocks.1.mlp_token_select.mlp_head.bias"]
+    assert torch.allclose(bias, gate.proj.bias - gate.logit_threshold)
+    assert torch.equal(state["blocks.0.adaptmlp.up_proj.weight"], model.blocks[0].mlp_adapter.up.weight)
+    assert not any("mlp_dispatcher" in k or "mlp_adapter" in k for k in state)
+    with pytest.raises(ValueError, match="MLP dispatch"):
+        from dytune.bench.official import _check_mappable
+        _check_mappable(converted(variant="attn"))
+
+
+def test_peak_memory_counts_live_tensors():
+    def fn(x):
+        a = x * 2  # 4 KB, freed after b exists
+        b = a + 1
+        del a
+        c = b * 3
+        return c.sum()
+    x = torch.zeros(1024)
+    peak = peak_memory_bytes(fn, x, torch.nn.Linear(1, 1))
+    assert 8 * 1024 <= peak <= 8 * 1024 + 64  # two 4 KB tensors at most at once (+ the scalar)
+
+
+def test_time_interleaved_times_every_function():
+    calls = []
+    timings = time_interleaved({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")},
+                               torch.zeros(4, 1), warmup=1, repeats=3)
+    assert calls == ["a", "b"] * 4
+    assert {k: len(t.times_ms) for k, t in timings.items()} == {"a": 3, "b": 3} and timings["a"].batch == 4
+
+
+def test_run_benchmark_rows():
+    result = run_benchmark(tiny_settings(methods=("dense", "dyt", "dyt+tome")), batch_sizes=(3,),
+                           precisions=("fp32", "bf16"), warmup=0, repeats=1)
+    rows = result["rows"]
+    assert len(rows) == 2 * 3
+    dense = next(r for r in rows if r["method"] == "dense")
+    dyt = next(r for r in rows if r["method"] == "dyt-mlp" and r["batch"] == 3)
+    assert dense["speedup"] == 1.0 and dense["flops_ideal_speedup"] == 1.0
+    assert dyt["flops_ideal_speedup"] == pytest.approx(dense["gmacs"] / dyt["gmacs"])
+    assert abs(dyt["keep_rate"] - 0.5) < 0.15 and dyt["max_abs_diff_vs_reference"] <= 1e-4
+    assert all(r["peak_memory_mb"] > 0 and r["images_per_s"] > 0 for r in rows)
+    assert result["torch"] == torch.__version__ and result["device"] == "cpu"
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--model", "vit_tiny_patch16_224", "--num-classes", "5", "--variants", "layer",
+            "--batch-sizes", "2", "--repeats", "1", "--warmup", "0", "--tome-r", "2", "--calibration-images", "8",
+            "--no-proportional-attention", "--out", str(out)]
+    for key, value in TINY_ARGS.items():
+        args += ["--timm-arg", f"{key}={value}"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    names = {r["method"] for r in result["rows"]}
+    assert names == {"dense", "adaptformer", "dyt-layer", "tome-r2", "dyt-layer+tome-r2"}
+    assert "dyt-layer+tome-r2" in printed and "speed-up" in printed
+
+
+def test_accuracy_vs_budget_cli_and_function(tmp_path):
+    model = converted().eval()
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(40, 3, 32, 32, generator=gen)
+    with torch.no_grad(), dytune.execution(model, "complete"):
+        labels = model(images).argmax(-1)  # the complete model's predictions: keep rate 1 reproduces them
+    before = [g.logit_threshold.clone() for g in dispatchers(model)]
+    rows = accuracy_vs_budget(model, [(images[8:24], labels[8:24]), (images[24:], labels[24:])], [0.0, 0.5, 1.0],
+                              images[:8])
+    assert [r["target_keep_rate"] for r in rows] == [0.0, 0.5, 1.0]
+    assert rows[-1]["accuracy"] == 1.0 and rows[-1]["keep_rate"] == 1.0
+    assert rows[0]["gmacs"] < rows[1]["gmacs"] < rows[2]["gmacs"]
+    assert all(torch.equal(g.logit_threshold, b) for g, b in zip(dispatchers(model), before))
+    data = tmp_path / "val.pt"
+    torch.save({"images": images, "labels": labels}, data)
+    out = tmp_path / "acc.json"
+    args = ["bench", "--model", "vit_tiny_patch16_224", "--num-classes", "5", "--accuracy-data", str(data),
+            "--budgets", "0.2,1.0", "--calibration-images", "8", "--out", str(out)]
+    for key, value in TINY_ARGS.items():
+        args += ["--timm-arg", f"{key}={value}"]
+    assert main(args) == 0
+    sweep = json.loads(out.read_text())["accuracy_vs_budget"]["dyt-mlp"]
+    assert [r["target_keep_rate"] for r in sweep] == [0.2, 1.0] and sweep[1]["keep_rate"] == 1.0
