@@ -55,8 +55,9 @@ def test_sparse_mlp_sees_only_kept_tokens(images):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_prefix_tokens_are_never_skipped(variant, images):
-    model = converted("registers_layerscale", variant=variant).eval()
+@pytest.mark.parametrize("key", ["registers_layerscale", "avgpool_no_cls"])
+def test_prefix_tokens_are_never_skipped(variant, key, images):
+    model = converted(key, variant=variant).eval()
     for gate in dispatchers(model):
         gate.proj.bias.data.fill_(-1e4)  # every patch token skips
     block = model.blocks[0]
