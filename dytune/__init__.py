@@ -7,6 +7,7 @@ from .config import VARIANTS, DyTConfig
 from .convert import convert, dynamic_blocks, execution, keep_masks, keep_rates, set_tau, set_tau_progress
 from .flops import count_macs, dynamic_macs
 from .loss import DyTLoss
+from . import models  # noqa: F401  (registers dytune_mini_vit with timm)
 
 __all__ = [
     "__version__", "DyTConfig", "VARIANTS", "convert", "execution", "dynamic_blocks", "keep_masks", "keep_rates",

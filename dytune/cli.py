@@ -8,6 +8,7 @@ from typing import List, Optional
 
 # sub-command name -> module implementing it
 COMMANDS = {
+    "demo": "dytune.demo",
     "train": "dytune.engine.cli",
     "eval": "dytune.engine.cli",
     "vtab": "dytune.engine.cli",
