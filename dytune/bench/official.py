@@ -69,7 +69,8 @@ def official_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
         state[f"{prefix}.adaptmlp.up_proj.weight"] = adapter.up.weight
         state[f"{prefix}.adaptmlp.up_proj.bias"] = adapter.up.bias
         state[f"{prefix}.mlp_token_select.mlp_head.weight"] = gate.proj.weight
-        state[f"{prefix}.mlp_token_select.mlp_head.bias"] = gate.proj.bias - gate.logit_threshold.to(gate.proj.bias.dtype)
+        threshold = gate.logit_threshold.to(gate.proj.bias.dtype)
+        state[f"{prefix}.mlp_token_select.mlp_head.bias"] = gate.proj.bias - threshold
     return {k: v.detach().clone() for k, v in state.items()}
 
 

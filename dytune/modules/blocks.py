@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional
 
 import torch
+from timm.layers import Mlp
 from torch import nn
 
 from ..config import DyTConfig
@@ -24,9 +25,24 @@ EXECUTION_MODES = ("masked", "sparse", "complete")
 TIMM_BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 has no device argument
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
 def _may_write_in_place(x: torch.Tensor) -> bool:
     """In-place updates are safe without autograd and pay off outside autocast (where dtypes would mix)."""
-    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+    return not torch.is_grad_enabled() and not _autocast_enabled(x.device.type)
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether calling the module's parts directly would skip forward hooks registered on it."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or torch_module._global_forward_hooks
+                or torch_module._global_forward_pre_hooks)
 
 
 def add_adapter_(x: torch.Tensor, adapter: nn.Module) -> torch.Tensor:
@@ -35,11 +51,12 @@ def add_adapter_(x: torch.Tensor, adapter: nn.Module) -> torch.Tensor:
     For a plain adapter in eval mode the up projection and the scale accumulate straight into x, which saves the
     temporaries and some of the passes over [B, N, C] that `x + adapter(x)` costs.
     """
-    if not isinstance(adapter, Adapter) or adapter.training:
+    if not isinstance(adapter, Adapter) or adapter.training or _has_hooks(adapter):
         return x.add_(adapter(x).to(x.dtype))
     flat = x.view(-1, x.shape[-1])
     hidden = adapter.act(adapter.down(flat))
-    torch.addmm(flat, hidden, adapter.up.weight.t(), alpha=adapter.scale, out=flat)  # counted by torch's FLOP counter, unlike addmm_
+    # addmm with out= rather than addmm_: torch's FLOP counter sees the former only
+    torch.addmm(flat, hidden, adapter.up.weight.t(), alpha=adapter.scale, out=flat)
     return flat.add_(adapter.up.bias, alpha=adapter.scale).view_as(x)
 
 
@@ -101,6 +118,17 @@ class DynamicBlock(nn.Module):
     def _mlp_out(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
+    def _mlp_out_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """`_mlp_out` without autograd: a timm `Mlp` with exact GELU applies it in place, which saves the block's
+        largest temporary ([tokens, hidden]) and its allocation."""
+        mlp = self.mlp
+        plain = type(mlp) is Mlp and type(mlp.act) is nn.GELU and mlp.act.approximate == "none"
+        if not plain or self.training or _has_hooks(mlp):
+            return self._mlp_out(x)
+        hidden = mlp.fc1(self.norm2(x))
+        torch.ops.aten.gelu_(hidden)
+        return self.drop_path2(self.ls2(mlp.fc2(mlp.norm(hidden))))
+
     def _add_tokenwise(
             self, out: torch.Tensor, x: torch.Tensor, keep: Optional[torch.Tensor],
             fn: Callable[[torch.Tensor], torch.Tensor],
@@ -112,24 +140,21 @@ class DynamicBlock(nn.Module):
             return out + fn(x) * keep.unsqueeze(-1).to(x.dtype)
         return add_tokenwise(out.contiguous(), x, keep, fn)
 
-    def _adapter_and_tokenwise(
-            self, x: torch.Tensor, name: str, fn: Callable[[torch.Tensor], torch.Tensor],
-    ) -> torch.Tensor:
-        """x + Adapter(x) + M * fn(x) for the token-wise sub-block `name` whose dispatcher decides M on x.
+    def _adapter_and_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """x + Adapter(x) + M * MLP(norm2(x)), with M from the MLP dispatcher on x.
 
         In sparse inference x (a tensor this block created) is updated in place: the kept rows are gathered first,
-        the adapter is accumulated into x, and fn of the kept rows is added back at their positions.
+        the adapter is accumulated into x, and the MLP of the kept rows is added back at their positions.
         """
-        adapter = getattr(self, f"{name}_adapter")
-        keep = self._keep(name, x)
+        keep = self._keep("mlp", x)
         if keep is None or self.mode != "sparse" or not _may_write_in_place(x) or not x.is_contiguous():
-            return self._add_tokenwise(x + adapter(x), x, keep, fn)
+            return self._add_tokenwise(x + self.mlp_adapter(x), x, keep, self._mlp_out)
         flat = x.view(-1, x.shape[-1])
         index = flat_index(keep)
         kept = flat.index_select(0, index)
-        add_adapter_(x, adapter)
+        add_adapter_(x, self.mlp_adapter)
         if index.numel():
-            flat.index_add_(0, index, fn(kept).to(x.dtype))
+            flat.index_add_(0, index, self._mlp_out_inference(kept).to(x.dtype))
         return x
 
     def _add_attention(
@@ -207,7 +232,7 @@ class MLPDispatchBlock(DynamicBlock):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self._attn_out(x)
-        return self._adapter_and_tokenwise(x, "mlp", self._mlp_out)
+        return self._adapter_and_mlp(x)
 
 
 class AttnDispatchBlock(DynamicBlock):
@@ -234,7 +259,7 @@ class AttnMLPDispatchBlock(DynamicBlock):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         keep = self._keep("attn", x)
         x = self._add_attention(x + self.attn_adapter(x), x, keep)
-        return self._adapter_and_tokenwise(x, "mlp", self._mlp_out)
+        return self._adapter_and_mlp(x)
 
 
 class LayerDispatchBlock(DynamicBlock):

@@ -88,7 +88,9 @@ class _ToMeMixin:
 class ToMeBlock(_ToMeMixin, Block):
     """timm `Block` that merges tokens between attention and MLP, with optional proportional attention."""
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(
+            self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False,
+    ) -> torch.Tensor:
         if attn_mask is not None or is_causal:
             raise NotImplementedError("token merging takes no external attention mask")
         bias = self._tome.attention_bias(x.dtype)
@@ -107,7 +109,7 @@ class _ToMeDynamicBlock(_ToMeMixin):
             x = x + self._attn_out(x, self._tome.attention_bias(x.dtype))
             x = self._merge_on_keys(x)
             self._mlp_input_tokens = x.shape[1]
-            return self._adapter_and_tokenwise(x, "mlp", self._mlp_out)
+            return self._adapter_and_mlp(x)
         if self.variant == "layer":
             self._tome_qkv = None
             return self._merge_on_tokens(super()._forward(x))
@@ -118,7 +120,7 @@ class _ToMeDynamicBlock(_ToMeMixin):
         self._mlp_input_tokens = x.shape[1]
         if self.variant == "attn":
             return x + self._mlp_out(x)
-        return self._adapter_and_tokenwise(x, "mlp", self._mlp_out)
+        return self._adapter_and_mlp(x)
 
 
 _CLASSES: Dict[type, type] = {}
@@ -164,7 +166,8 @@ def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_
     variants = {getattr(b, "variant", "") for b in model.blocks if isinstance(b, DynamicBlock)}
     if proportional_attention and variants - {"mlp"}:
         raise ValueError(f"proportional attention needs attention over every token; dispatch variant(s) "
-                         f"{sorted(variants - {'mlp'})} attend among kept tokens only: pass proportional_attention=False")
+                         f"{sorted(variants - {'mlp'})} attend among kept tokens only; "
+                         f"pass proportional_attention=False")
     state = ToMeState(r, len(model.blocks), model.num_prefix_tokens, proportional_attention)
     for i, block in enumerate(model.blocks):
         block.__class__ = _tome_class(type(block))
