@@ -193,8 +193,8 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     config_path = out / "config.json"
     if config_path.exists():
         old = json.loads(config_path.read_text())
-        if old != config:
-            diff = {k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)}
+        diff = {k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)}
+        if diff:
             raise ValueError(f"{config_path}: the run folder holds a different configuration {diff}; "
                              f"use another --out or the same arguments")
     else:
@@ -217,6 +217,9 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
     step = 0
     last = out / "last.pt"
+    if args.init and not last.exists():
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        print(f"starting from the weights of {args.init}", file=sys.stderr)
     if last.exists():
         state = torch.load(last, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
@@ -274,10 +277,11 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def export(run: Path, dest: Path, fp16: bool = True) -> Path:
-    """Write a finished run's backbone to `dest`: `mini_vit.safetensors`, `mini_vit.json`, `mini_vit_log.csv`.
+    """Write a run's backbone to `dest`: `mini_vit.safetensors`, `mini_vit.json`, `mini_vit_log.csv`.
 
     The JSON holds the timm model name and keyword arguments, the input normalisation, the source task and its
-    held-out accuracy, so `dytune.pretrained.mini_vit()` can rebuild the model. Weights are stored as float16
+    held-out accuracy, so `dytune.pretrained.mini_vit()` can rebuild the model; the log holds the rows of every stage
+    (runs chained by `--init`), tagged by run folder. Weights are stored as float16
     (`fp16`) to halve the file; they load back as float32.
     """
     from safetensors.torch import save_file
@@ -304,13 +308,32 @@ def export(run: Path, dest: Path, fp16: bool = True) -> Path:
         "classes": list(FASHION_MNIST_CLASSES),
         "test_acc": summary["test_acc"], "test_size": summary["test_size"], "steps": summary["step"],
         "finished": summary["finished"], "planned_steps": summary["total"],
-        "training": config, "timm_version": timm.__version__, "torch_version": torch.__version__,
+        "training": _stage_configs(run), "timm_version": timm.__version__, "torch_version": torch.__version__,
     }
     atomic_write(dest / "mini_vit.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     atomic_write(dest / "mini_vit.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
-    log = (run / "log.csv").read_text()
-    atomic_write(dest / "mini_vit_log.csv", lambda tmp: Path(tmp).write_text(log))
+    rows = _stage_logs(run)
+    def write_log(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["run", *LOG_FIELDS])
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(dest / "mini_vit_log.csv", write_log)
     return dest
+
+
+def _stage_configs(run: Path) -> List[Dict[str, Any]]:
+    """The configurations of a run and of the runs it started from (`--init`), earliest first."""
+    config = json.loads((run / "config.json").read_text())
+    return (_stage_configs(Path(config["init"]).parent) if config.get("init") else []) + [config]
+
+
+def _stage_logs(run: Path) -> List[Dict[str, str]]:
+    """The log rows of a run preceded by those of the runs it started from (`--init`), each tagged with its run."""
+    config = json.loads((run / "config.json").read_text())
+    earlier = _stage_logs(Path(config["init"]).parent) if config.get("init") else []
+    with open(run / "log.csv", newline="") as f:
+        return earlier + [{"run": run.name, **row} for row in csv.DictReader(f)]
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -319,6 +342,8 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/pretrain", help="run folder (resumed if it exists)")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="when finished, write the backbone files there (e.g. dytune/assets)")
+    p.add_argument("--init", default=None, metavar="LAST_PT",
+                   help="start from the model weights of another run's last.pt (a further stage of training)")
     p.add_argument("--embed-dim", type=int, default=192)
     p.add_argument("--depth", type=int, default=6)
     p.add_argument("--heads", type=int, default=3)

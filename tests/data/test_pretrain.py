@@ -62,9 +62,21 @@ def test_interrupted_run_resumes_to_the_same_weights(fashion, tmp_path, monkeypa
     with pytest.raises(ValueError, match="different configuration"):
         pretrain.train(parse("--out", str(tmp_path / "cut"), *common[:-2], "--drop-path", "0.0"))
 
-    out = pretrain.export(tmp_path / "cut", tmp_path / "assets")
+    stage2 = ["--init", str(tmp_path / "cut" / "last.pt"), "--embed-dim", "16", "--depth", "1", "--heads", "2",
+              "--batch-size", "8", "--epochs", "0.0004", "--curriculum-epochs", "0", "--ckpt-every", "3",
+              "--lr", "1e-4"]
+    second = pretrain.train(parse("--out", str(tmp_path / "stage2"), *stage2))
+    assert second["finished"] and second["total"] == 3
+    c = torch.load(tmp_path / "stage2" / "last.pt", weights_only=False)["model"]
+    assert not torch.equal(b["head.weight"], c["head.weight"])
+
+    out = pretrain.export(tmp_path / "stage2", tmp_path / "assets")
     from dytune.pretrained import mini_vit, mini_vit_info
     model = mini_vit(assets=out)
-    assert mini_vit_info(out)["steps"] == 6 and model.embed_dim == 16
-    expected = {k: v.half().float() for k, v in b.items()}  # shipped as float16
+    info = mini_vit_info(out)
+    assert info["steps"] == 3 and model.embed_dim == 16 and len(info["training"]) == 2
+    expected = {k: v.half().float() for k, v in c.items()}  # shipped as float16
     assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected)
+    with open(out / "mini_vit_log.csv") as f:
+        assert [(r["run"], int(r["step"])) for r in csv.DictReader(f)] == [
+            ("cut", 1), ("cut", 2), ("cut", 4), ("cut", 6), ("stage2", 3)]
