@@ -33,6 +33,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_write
 from .data.canvas import contrasting_colors, paste, place_theta, textures, uniform
 from .data.sources import FASHION_MNIST_CLASSES, load_fashion_mnist
+from .engine.trainer import param_groups
 
 __all__ = ["build_backbone", "evaluate", "export", "normalize", "render_source", "source_batches", "train"]
 
@@ -147,14 +148,6 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
-    """AdamW groups: no weight decay on biases, norms, tokens and position embeddings."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or name.endswith(("cls_token", "pos_embed", "reg_token")) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _append_log(path: Path, row: Dict[str, Any]) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as f:
@@ -218,10 +211,10 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     step = 0
     last = out / "last.pt"
     if args.init and not last.exists():
-        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True)["model"])
         print(f"starting from the weights of {args.init}", file=sys.stderr)
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        state = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -291,7 +284,7 @@ def export(run: Path, dest: Path, fp16: bool = True) -> Path:
     if not summary_path.exists():
         raise FileNotFoundError(f"{summary_path}: the run in {run} has no final test yet; run or resume it first")
     summary = json.loads(summary_path.read_text())
-    checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     if checkpoint["step"] != summary["step"]:
         raise ValueError(f"{run}: last.pt is at step {checkpoint['step']} but summary.json tested step "
                          f"{summary['step']}; resume the run to refresh the summary")
