@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nDyT on mini-VTAB '{args.task}' ({len(TASKS[args.task].classes)} classes: {TASKS[args.task].description}) with the mini backbone "
           f"({mini_vit_info()['source_task'].split(' (')[0]}):")
     print(f"  test accuracy          {final['acc']:.2f} % on {final['images']} images")
-    print(f"  keep rate per layer    " + " ".join(f"{r:.2f}" for r in final["keep_rates"])
+    print("  keep rate per layer    " + " ".join(f"{r:.2f}" for r in final["keep_rates"])
           + f"   (mean {final['keep_rate']:.2f}, target {cfg.target_rate})")
     print(f"  MACs per image         DyT {dyt_macs / 1e6:.1f} M vs dense backbone {dense_macs / 1e6:.1f} M "
           f"({100 * dyt_macs / dense_macs:.0f} %)")

@@ -57,7 +57,6 @@ class _MacCounter:
 
     def __init__(self) -> None:
         self.total = 0
-        self.batch = 1
 
     def linear(self, module: nn.Linear, inputs, output) -> None:
         self.total += inputs[0].numel() // module.in_features * module.in_features * module.out_features

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 import dytune
-from tests.conftest import converted, randomize_adapters, tiny_vit
+from tests.conftest import converted, tiny_vit
 
 
 def _fresh_base(num_classes=5):

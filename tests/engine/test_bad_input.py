@@ -1,6 +1,5 @@
 """Every bad input ends with a message naming the file or value, and no partial result."""
 import pytest
-from PIL import Image
 
 from dytune.engine import TrainConfig, evaluate_run, train
 from tests.engine.fixtures import write_vtab_task
