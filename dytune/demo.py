@@ -89,7 +89,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="digits", choices=sorted(TASKS))
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-2,
+                   help="learning rate (the suite's, chosen on the AdaptFormer baseline: docs/minivtab.md)")
     p.add_argument("--target-rate", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", type=Path, default=Path("data/minivtab"))

@@ -11,7 +11,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 from ..config import VARIANTS
-from .suite import METHODS, PRECISIONS, BenchSettings, build_models, run_benchmark
+from .runner import METHODS, PRECISIONS, BenchSettings, build_models, run_benchmark
 
 EPILOG = """examples:
   dytune bench                                        # ViT-B/16, CPU fp32, batch 1 and 32, random weights, keep 0.5

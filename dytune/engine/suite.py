@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import yaml
 
 from ..checkpoint import atomic_write
@@ -76,7 +77,7 @@ def collect(plan: List[Tuple[str, TrainConfig]]) -> List[Dict[str, Any]]:
                      "target_rate": cfg.target_rate if r["method"].startswith("dyt") else "",
                      "acc": final[r["metric"]], "keep_rate": final.get("keep_rate", 1.0), "gmacs": final["gmacs"],
                      "gmacs_pct_dense": final.get("gmacs_pct_dense", ""), "images_per_s": final["images_per_s"],
-                     "trainable_params": r["trainable_params"]})
+                     "trainable_params": r["trainable_params"], "keep_rates": final.get("keep_rates", [])})
     return rows
 
 
@@ -85,7 +86,8 @@ def write_csv(rows: List[Dict[str, Any]], path: Path) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: " ".join(f"{v:.4f}" for v in x) if isinstance(x, list) else x for k, x in r.items()}
+                             for r in rows)
 
     atomic_write(path, write)
 
@@ -117,10 +119,55 @@ def markdown(summary: List[Dict[str, Any]], tasks: List[str]) -> str:
     for s in summary:
         mean = f"{s['mean']:.2f} ± {s['std']:.2f} ({s['seeds']})" if s["mean"] is not None else "incomplete"
         cells = [s["run"], *(f"{s['per_task'][t]:.1f}" if t in s["per_task"] else "" for t in tasks), mean,
-                 f"{s['keep_rate']:.2f}", f"{s['gmacs']:.4f} ({s['gmacs_pct_dense']:.0f} %)", f"{s['images_per_s']:.0f}",
-                 f"{s['trainable_params']:,.0f}"]
+                 f"{s['keep_rate']:.2f}", f"{s['gmacs']:.4f} ({s['gmacs_pct_dense']:.0f} %)",
+                 f"{s['images_per_s']:.0f}", f"{s['trainable_params']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def layer_keep_rates(rows: List[Dict[str, Any]], key: str) -> Dict[str, List[float]]:
+    """Mean keep rate per layer, grouped by `key` ("run" or "task"), over the rows of dynamic models."""
+    groups: Dict[str, List[List[float]]] = {}
+    for r in rows:
+        if r["keep_rates"]:
+            groups.setdefault(r[key], []).append(r["keep_rates"])
+    return {name: [statistics.mean(layer) for layer in zip(*rates)] for name, rates in groups.items()}
+
+
+def keep_rate_markdown(per_run: Dict[str, List[float]]) -> str:
+    """Table of the mean keep rate per layer of every dynamic run."""
+    depth = max(len(v) for v in per_run.values())
+    lines = ["| run | " + " | ".join(f"layer {i}" for i in range(depth)) + " |", "|" + "---|" * (depth + 1)]
+    lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in rates) + " |" for name, rates in per_run.items()]
+    return "\n".join(lines)
+
+
+def plot_keep_rates(rows: List[Dict[str, Any]], path: Path) -> Path:
+    """Heat maps of the keep rate per layer: every dynamic run (mean over tasks), and per task for the first one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_run = layer_keep_rates(rows, "run")
+    first = next(iter(per_run))
+    panels = (("every dynamic run (mean over tasks and seeds)", per_run),
+              (f"{first}, per task", layer_keep_rates([r for r in rows if r["run"] == first], "task")))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * max(len(per_run), 7) + 1.5))
+    for ax, (title, table) in zip(axes, panels):
+        values = list(table.values())
+        image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for (i, j), v in np.ndenumerate(np.array(values)):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+        ax.set_yticks(range(len(table)), list(table))
+        ax.set_xticks(range(len(values[0])))
+        ax.set_xlabel("layer")
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=axes, label="keep rate (share of tokens computed)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot(summary: List[Dict[str, Any]], path: Path) -> Path:
@@ -168,6 +215,13 @@ def run(args: argparse.Namespace) -> int:
     table = markdown(summary, tasks)
     atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(table + "\n"))
     plot(summary, out / "accuracy_vs_cost.png")
+    written = [out / "results.csv", out / "summary.md", out / "accuracy_vs_cost.png"]
+    per_run = layer_keep_rates(rows, "run")
+    if per_run:
+        keep_table = keep_rate_markdown(per_run)
+        atomic_write(out / "keep_rates.md", lambda tmp: Path(tmp).write_text(keep_table + "\n"))
+        written += [out / "keep_rates.md", plot_keep_rates(rows, out / "keep_rates.png")]
+        table += "\n\nKeep rate per layer\n\n" + keep_table
     print(table)
-    print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'accuracy_vs_cost.png'}")
+    print("wrote " + ", ".join(map(str, written)))
     return 0

@@ -9,7 +9,7 @@ from dytune.bench import time_interleaved
 from dytune.bench.accuracy import accuracy_vs_budget
 from dytune.bench.memory import peak_memory_bytes
 from dytune.bench.official import official_state_dict
-from dytune.bench.suite import BenchSettings, build_models, images_for, run_benchmark
+from dytune.bench.runner import BenchSettings, build_models, images_for, run_benchmark
 from dytune.calibrate import dispatchers
 from dytune.cli import main
 from dytune.modules.adapter import build_adapter
