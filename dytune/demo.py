@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     picture = plot_skip_maps(model, images[:6], out / "skip_map.png", cfg.mean, cfg.std,
                              titles=[f"label {int(t)}" for t in labels[:6]])
     final = results["final"]
-    print(f"\nDyT on mini-VTAB '{args.task}' ({len(TASKS[args.task].classes)} classes: {TASKS[args.task].description}) with the mini backbone "
+    task = TASKS[args.task]
+    print(f"\nDyT on mini-VTAB '{args.task}' ({len(task.classes)} classes: {task.description}) with the mini backbone "
           f"({mini_vit_info()['source_task'].split(' (')[0]}):")
     print(f"  test accuracy          {final['acc']:.2f} % on {final['images']} images")
     print("  keep rate per layer    " + " ".join(f"{r:.2f}" for r in final["keep_rates"])
