@@ -4,13 +4,14 @@ __version__ = "0.1.0"
 from .calibrate import calibrate
 from .checkpoint import create_model, from_pretrained, load_backbone_weights, save_pretrained
 from .config import VARIANTS, DyTConfig
-from .convert import convert, dynamic_blocks, execution, keep_masks, keep_rates, set_tau, set_tau_progress
+from .convert import (convert, dynamic_blocks, execution, keep_masks, keep_rates, logits_only, set_tau,
+                      set_tau_progress)
 from .flops import count_macs, dynamic_macs
 from .loss import DyTLoss
 from . import models  # noqa: F401  (registers dytune_mini_vit with timm)
 
 __all__ = [
     "__version__", "DyTConfig", "VARIANTS", "convert", "execution", "dynamic_blocks", "keep_masks", "keep_rates",
-    "set_tau", "set_tau_progress", "DyTLoss", "count_macs", "dynamic_macs", "save_pretrained", "from_pretrained", "create_model",
-    "load_backbone_weights", "calibrate",
+    "logits_only", "set_tau", "set_tau_progress", "DyTLoss", "count_macs", "dynamic_macs", "save_pretrained",
+    "from_pretrained", "create_model", "load_backbone_weights", "calibrate",
 ]

@@ -12,9 +12,11 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from .config import DyTConfig
+from .modules.attention import supports_query_subset
 from .modules.blocks import BLOCK_VARIANTS, EXECUTION_MODES, TIMM_BLOCK_PARTS, DynamicBlock
 
-__all__ = ["convert", "execution", "dynamic_blocks", "keep_masks", "keep_rates", "set_tau", "set_tau_progress"]
+__all__ = ["convert", "execution", "dynamic_blocks", "keep_masks", "keep_rates", "logits_only", "set_tau",
+           "set_tau_progress"]
 
 TESTED_TIMM = ((1, 0, 20), (1, 1, 0))  # [lower, upper) bound of the timm releases the ViT internals were checked on
 
@@ -111,6 +113,56 @@ def dynamic_blocks(model: nn.Module) -> List[DynamicBlock]:
 def keep_masks(model: nn.Module) -> List[torch.Tensor]:
     """Patch-token keep masks [B, N_patch] of every dispatched sub-block in the last forward, in order."""
     return [mask for block in dynamic_blocks(model) for mask in block.keep_masks.values()]
+
+
+def logits_only(model: VisionTransformer, enabled: bool = True) -> VisionTransformer:
+    """Let `model(images)` compute, in the last block, only the outputs the classifier reads.
+
+    With class-token pooling the head never sees the patch tokens that leave the last block. While enabled, a sparse
+    forward through `model(...)` computes the last block's queries, attention rows, adapter and MLP for the prefix
+    tokens alone (keys and values still come from every token), and the last block records a keep rate of 0.
+    The logits are unchanged; `forward_features`, masked and complete execution are untouched.
+
+    Args:
+        model: A converted timm VisionTransformer with `global_pool='token'` and plain adapters.
+        enabled: False restores the full last block.
+
+    Returns:
+        The same model.
+    """
+    last = dynamic_blocks(model)[-1]
+    handles = getattr(model, "_dytune_logits_only", ())
+    for handle in handles:
+        handle.remove()
+    model._dytune_logits_only = ()
+    last.prefix_output = False
+    if not enabled:
+        return model
+    problems = []
+    if getattr(model, "global_pool", None) != "token" or getattr(model, "attn_pool", None) is not None:
+        problems.append(f"global_pool={getattr(model, 'global_pool', None)!r} (needs 'token')")
+    if model.num_prefix_tokens == 0:
+        problems.append("no class token")
+    if model.dytune_config.experts > 1:
+        problems.append("mixture-of-experts adapters route on every token")
+    if not supports_query_subset(last.attn):
+        problems.append(f"attention module {type(last.attn).__name__}")
+    if hasattr(last, "_tome"):
+        problems.append("token merging")
+    if problems:
+        raise ValueError("dytune.logits_only: unsupported model: " + "; ".join(problems))
+
+    model._dytune_logits_only = (model.register_forward_pre_hook(_start_logits_only),
+                                 model.register_forward_hook(_stop_logits_only, always_call=True))
+    return model
+
+
+def _start_logits_only(model: VisionTransformer, args: tuple) -> None:
+    model.blocks[-1].prefix_output = True  # through the hook's argument, so that deep copies switch their own block
+
+
+def _stop_logits_only(model: VisionTransformer, args: tuple, output: torch.Tensor) -> None:
+    model.blocks[-1].prefix_output = False
 
 
 def keep_rates(model: nn.Module) -> List[float]:

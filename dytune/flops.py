@@ -6,7 +6,7 @@ additions count 0. A dense ViT-B/16 at 224 x 224 counts 17.58 G.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -35,21 +35,27 @@ def tokenwise_macs(module: nn.Module, norms: bool = True) -> int:
     return total
 
 
-def attention_macs(attn: nn.Module, tokens: torch.Tensor, norms: bool = True) -> torch.Tensor:
+def attention_macs(
+        attn: nn.Module, tokens: torch.Tensor, norms: bool = True, queries: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """MACs of timm self-attention over `tokens` tokens (a tensor of per-image counts).
 
     Args:
         attn: A timm `Attention` (qkv, optional q/k norms per head, proj).
-        tokens: Number of tokens attending among themselves, per image.
+        tokens: Number of tokens attending among themselves (keys and values), per image.
         norms: Count the q/k normalisation layers.
+        queries: Number of queries per image when fewer than `tokens` are computed (see `prefix_attention`).
     """
+    queries = tokens if queries is None else queries
     heads = getattr(attn, "num_heads", 1)
-    per_token = sum(
-        m.in_features * m.out_features for m in attn.modules() if isinstance(m, nn.Linear)
-    ) + heads * (norm_macs(attn.q_norm, norms) + norm_macs(attn.k_norm, norms)) + norm_macs(
+    qkv = attn.qkv.in_features * attn.qkv.out_features
+    linears = [m for m in attn.modules() if isinstance(m, nn.Linear) and m is not attn.qkv]
+    other = sum(m.in_features * m.out_features for m in linears)
+    per_query = qkv // 3 + other + heads * norm_macs(attn.q_norm, norms) + norm_macs(
         getattr(attn, "norm", nn.Identity()), norms)
+    per_key = 2 * qkv // 3 + heads * norm_macs(attn.k_norm, norms)
     attn_dim = attn.qkv.out_features // 3
-    return tokens * per_token + 2 * tokens * tokens * attn_dim
+    return queries * per_query + tokens * per_key + 2 * queries * tokens * attn_dim
 
 
 class _MacCounter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import platform
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -15,13 +16,13 @@ from .. import __version__
 from ..calibrate import calibrate
 from ..checkpoint import from_pretrained, load_backbone_weights
 from ..config import VARIANTS, DyTConfig
-from ..convert import convert, execution, keep_rates
+from ..convert import convert, execution, keep_rates, logits_only
 from ..flops import count_macs
 from ..tome import apply_tome
 from .memory import peak_memory_bytes
 from .timing import time_interleaved
 
-METHODS = ("dense", "adaptformer", "dyt", "tome", "dyt+tome", "official")
+METHODS = ("dense", "adaptformer", "dyt", "dyt+logits", "tome", "dyt+tome", "official")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -51,7 +52,7 @@ class BenchSettings:
     num_classes: int = 100
     checkpoint: Optional[str] = None
     backbone_weights: Optional[str] = None
-    methods: Tuple[str, ...] = ("dense", "adaptformer", "dyt", "tome", "dyt+tome")
+    methods: Tuple[str, ...] = ("dense", "adaptformer", "dyt", "dyt+logits", "tome", "dyt+tome")
     variants: Tuple[str, ...] = ("mlp",)
     keep_rate: Optional[float] = 0.5
     bottleneck: int = 8
@@ -136,6 +137,15 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
     if "dyt" in methods:
         for name, dyt in dyts.items():
             models[name] = BenchModel(name, dyt, reference=_masked(dyt), dynamic=True)
+    if "dyt+logits" in methods:
+        for name, dyt in dyts.items():
+            key = f"{name}+logits-only"
+            try:
+                pruned = logits_only(copy.deepcopy(dyt))
+            except ValueError as err:
+                warnings.warn(f"dytune bench: no {key} row: {err}", stacklevel=2)
+                continue
+            models[key] = BenchModel(key, pruned, reference=_masked(pruned), dynamic=True)
     if "tome" in methods:
         tome = apply_tome(copy.deepcopy(base), settings.tome_r, settings.proportional_attention)
         models[f"tome-r{settings.tome_r}"] = BenchModel(f"tome-r{settings.tome_r}", tome.eval())

@@ -18,6 +18,7 @@ from torch import nn
 from ..config import DyTConfig
 from ..flops import attention_macs, tokenwise_macs
 from .adapter import Adapter, build_adapter
+from .attention import prefix_attention
 from .dispatcher import TokenDispatcher
 from .tokens import add_tokenwise, attention_mask, flat_index, gather_tokens, pack, scatter_add_valid, with_prefix
 
@@ -83,6 +84,8 @@ class DynamicBlock(nn.Module):
         self.dynamic = dynamic
         self.execution: Optional[str] = None
         self.keep_masks: Dict[str, torch.Tensor] = {}
+        self.prefix_output = False  # set by `dytune.logits_only` while the model computes logits
+        self._prefix_only = False  # the last forward computed the prefix tokens' outputs only
         self._shape = (0, 0)
         self._mlp_input_tokens: Optional[int] = None  # set by subclasses that shorten the sequence before the MLP
         for name in self.sub_blocks:
@@ -188,10 +191,25 @@ class DynamicBlock(nn.Module):
         self.keep_masks = {}
         self._shape = (x.shape[0], x.shape[1])
         self._mlp_input_tokens = None
-        return self._forward(x)
+        self._prefix_only = self.prefix_output and self.mode == "sparse"
+        return self._forward_prefix(x) if self._prefix_only else self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output for the prefix tokens only, [B, num_prefix_tokens, C] (sparse inference)."""
+        raise NotImplementedError
+
+    def _prefix_attn_out(self, x: torch.Tensor, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attention output of the prefix tokens, attending to the kept tokens (all when keep is None)."""
+        attended = None if keep is None else keep > 0
+        out = prefix_attention(self.attn, self.norm1(x), self.num_prefix_tokens, attended)
+        return self.drop_path1(self.ls1(out))
+
+    def _skip_patch_mlps(self, x: torch.Tensor) -> None:
+        """Record that no patch token went through the MLP (the dispatcher was not run)."""
+        self.keep_masks["mlp"] = x.new_zeros(x.shape[0], x.shape[1] - self.num_prefix_tokens)
 
     def _kept(self, name: str, total: int) -> torch.Tensor:
         """Tokens (prefix included) that went through sub-block `name` in the last forward, per image (`total` when
@@ -204,17 +222,23 @@ class DynamicBlock(nn.Module):
     def macs_per_image(self, norms: bool = True) -> torch.Tensor:
         """MACs of the last forward, per image, from the tokens each sub-block actually computed."""
         batch, tokens = self._shape
+        prefix = self.num_prefix_tokens
         mlp_input = self._mlp_input_tokens or tokens
         layer = self.variant == "layer"
-        attn_tokens = self._kept("layer" if layer else "attn", tokens)
-        mlp_tokens = self._kept("layer" if layer else "mlp", tokens if layer else mlp_input)
-        macs = attention_macs(self.attn, attn_tokens, norms) + attn_tokens * tokenwise_macs(self.norm1, norms)
+        if self._prefix_only:  # keys and values of every token (skipped ones masked), queries of the prefix
+            attn_tokens = torch.full((batch,), tokens, dtype=torch.int64)
+            queries = mlp_tokens = torch.full((batch,), prefix, dtype=torch.int64)
+        else:
+            attn_tokens = queries = self._kept("layer" if layer else "attn", tokens)
+            mlp_tokens = self._kept("layer" if layer else "mlp", tokens if layer else mlp_input)
+        macs = attention_macs(self.attn, attn_tokens, norms, queries) + attn_tokens * tokenwise_macs(self.norm1, norms)
         macs = macs + mlp_tokens * (tokenwise_macs(self.norm2, norms) + tokenwise_macs(self.mlp, norms))
         for name in self.sub_blocks:
             seen = mlp_input if name == "mlp" else tokens
-            macs = macs + getattr(self, f"{name}_adapter").macs(torch.full((batch,), seen, dtype=torch.int64))
-            if name in self.keep_masks:
-                macs = macs + (seen - self.num_prefix_tokens) * self.dim
+            adapted = prefix if self._prefix_only else seen
+            macs = macs + getattr(self, f"{name}_adapter").macs(torch.full((batch,), adapted, dtype=torch.int64))
+            if name in self.keep_masks and not (self._prefix_only and name == "mlp"):
+                macs = macs + (seen - prefix) * self.dim
         return macs
 
     def extra_repr(self) -> str:
@@ -234,6 +258,11 @@ class MLPDispatchBlock(DynamicBlock):
         x = x + self._attn_out(x)
         return self._adapter_and_mlp(x)
 
+    def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        self._skip_patch_mlps(x)
+        x = x[:, :self.num_prefix_tokens] + self._prefix_attn_out(x)
+        return x + self.mlp_adapter(x) + self._mlp_out(x)
+
 
 class AttnDispatchBlock(DynamicBlock):
     """Attention dispatch: kept tokens attend among themselves, skipped ones bypass attention; the MLP sees all.
@@ -249,6 +278,11 @@ class AttnDispatchBlock(DynamicBlock):
         x = self._add_attention(x + self.attn_adapter(x), x, keep)
         return x + self._mlp_out(x)
 
+    def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x[:, :self.num_prefix_tokens]
+        lead = lead + self.attn_adapter(lead) + self._prefix_attn_out(x, self._keep("attn", x))
+        return lead + self._mlp_out(lead)
+
 
 class AttnMLPDispatchBlock(DynamicBlock):
     """Attention-MLP dispatch: a dispatcher and a parallel adapter for each of the two sub-blocks."""
@@ -260,6 +294,12 @@ class AttnMLPDispatchBlock(DynamicBlock):
         keep = self._keep("attn", x)
         x = self._add_attention(x + self.attn_adapter(x), x, keep)
         return self._adapter_and_mlp(x)
+
+    def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x[:, :self.num_prefix_tokens]
+        lead = lead + self.attn_adapter(lead) + self._prefix_attn_out(x, self._keep("attn", x))
+        self._skip_patch_mlps(x)
+        return lead + self.mlp_adapter(lead) + self._mlp_out(lead)
 
 
 class LayerDispatchBlock(DynamicBlock):
@@ -273,6 +313,11 @@ class LayerDispatchBlock(DynamicBlock):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         keep = self._keep("layer", x)
         return self._add_attention(x + self.layer_adapter(x), x, keep, with_mlp=True)
+
+    def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x[:, :self.num_prefix_tokens]
+        a = self._prefix_attn_out(x, self._keep("layer", x))
+        return lead + self.layer_adapter(lead) + a + self._mlp_out(lead + a)
 
 
 BLOCK_VARIANTS = {cls.variant: cls for cls in (MLPDispatchBlock, AttnDispatchBlock, AttnMLPDispatchBlock, LayerDispatchBlock)}

@@ -25,10 +25,11 @@ def tiny_settings(**kw):
 
 
 def test_timed_models_give_the_reference_logits():
-    settings = tiny_settings(methods=("dense", "adaptformer", "dyt", "tome", "dyt+tome"), variants=dytune.VARIANTS,
-                             proportional_attention=False)
+    settings = tiny_settings(methods=("dense", "adaptformer", "dyt", "dyt+logits", "tome", "dyt+tome"),
+                             variants=dytune.VARIANTS, proportional_attention=False)
     models = build_models(settings, torch.device("cpu"))
     assert set(models) == {"dense", "adaptformer", "tome-r2", *(f"dyt-{v}" for v in dytune.VARIANTS),
+                           *(f"dyt-{v}+logits-only" for v in dytune.VARIANTS),
                            *(f"dyt-{v}+tome-r2" for v in dytune.VARIANTS)}
     dense = models["dense"].model
     images = images_for(dense, 5, 7, torch.device("cpu"))
@@ -97,6 +98,14 @@ def test_time_interleaved_times_every_function():
     assert {k: len(t.times_ms) for k, t in timings.items()} == {"a": 3, "b": 3} and timings["a"].batch == 4
 
 
+def test_logits_only_row_is_skipped_with_a_warning_where_unsupported():
+    settings = BenchSettings(model="vit_tiny_patch16_224", num_classes=5, bottleneck=4, methods=("dense", "dyt+logits"),
+                             timm_kwargs={**TINY_ARGS, "class_token": False, "global_pool": "avg"})
+    with pytest.warns(UserWarning, match="no dyt-mlp\\+logits-only row: .*global_pool='avg'"):
+        models = build_models(settings, torch.device("cpu"))
+    assert set(models) == {"dense"}
+
+
 def test_run_benchmark_rows():
     result = run_benchmark(tiny_settings(methods=("dense", "dyt", "dyt+tome")), batch_sizes=(3,),
                            precisions=("fp32", "bf16"), warmup=0, repeats=1)
@@ -122,7 +131,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     names = {r["method"] for r in result["rows"]}
-    assert names == {"dense", "adaptformer", "dyt-layer", "tome-r2", "dyt-layer+tome-r2"}
+    assert names == {"dense", "adaptformer", "dyt-layer", "dyt-layer+logits-only", "tome-r2", "dyt-layer+tome-r2"}
     assert "dyt-layer+tome-r2" in printed and "speed-up" in printed
 
 
