@@ -6,13 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import dytune
 from tests.conftest import converted
-
-
-def _unfused(model):
-    for m in model.modules():
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = False
-    return model
+from tests.test_flops import _unfused
 
 
 @pytest.mark.parametrize("key", ["vit_cls", "deit_distilled", "registers_layerscale"])
