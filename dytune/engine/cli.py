@@ -26,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("run_dir", type=Path)
         p.add_argument("overrides", nargs="*")
         p.add_argument("--checkpoint", choices=("best", "last"), default="last")
+        p.add_argument("--execution", choices=("sparse", "masked", "complete"), default=None,
+                       help="DyT runs: evaluate in this mode; 'complete' runs every token through every sub-block")
         p.set_defaults(run=run_eval)
     elif name == "vtab":
         p = sub.add_parser(name, help="train every VTAB-1K task", description="Run one training per task "
@@ -79,7 +81,7 @@ def results_table(results: dict) -> str:
 def run_eval(args: argparse.Namespace) -> int:
     from .trainer import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, tuple(args.overrides), args.checkpoint)
+    metrics = evaluate_run(args.run_dir, tuple(args.overrides), args.checkpoint, args.execution)
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from tqdm import tqdm
 
 from ..checkpoint import atomic_write, load_backbone_weights, load_trained_state, save_pretrained, trained_state_dict
-from ..convert import keep_rates, set_tau_progress
+from ..convert import execution, keep_rates, set_tau_progress
 from ..data.datasets import MEAN_PER_CLASS, build_dataset, num_classes_of
 from ..flops import count_macs, dynamic_macs
 from . import distributed
@@ -433,8 +433,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict[str, Any]:
         distributed.teardown()
 
 
-def evaluate_run(run_dir: Path, overrides: Tuple[str, ...] = (), checkpoint: str = "best") -> Dict[str, Any]:
-    """Rebuild a finished run's model, load its `best` or `last` weights and evaluate it (`dytune eval`)."""
+def evaluate_run(run_dir: Path, overrides: Tuple[str, ...] = (), checkpoint: str = "best",
+                 execution_mode: Optional[str] = None) -> Dict[str, Any]:
+    """Rebuild a finished run's model, load its `best` or `last` weights and evaluate it (`dytune eval`).
+
+    Args:
+        run_dir: The run's output folder.
+        overrides: key=value TrainConfig settings (e.g. eval_split=val200).
+        checkpoint: "best" or "last".
+        execution_mode: Evaluate a DyT model in this mode (e.g. "complete": no token skipped) instead of the default
+            sparse inference.
+    """
     run_dir = Path(run_dir)
     folder = run_dir / checkpoint
     if not (folder / "train_config.yaml").is_file():
@@ -453,6 +462,12 @@ def evaluate_run(run_dir: Path, overrides: Tuple[str, ...] = (), checkpoint: str
         model.to(env.device)
         loader = DataLoader(eval_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                             sampler=distributed.ShardSampler(len(eval_set), env.rank, env.world_size))
-        return evaluate(model, loader, env, num_classes, cfg.precision, dense)
+        if execution_mode is None:
+            return evaluate(model, loader, env, num_classes, cfg.precision, dense)
+        if not hasattr(model, "dytune_config"):
+            raise ValueError(f"{run_dir}: execution_mode={execution_mode!r} needs a dytune-converted model "
+                             f"(dyt*, adaptformer), not method {cfg.method!r}")
+        with execution(model, execution_mode):
+            return evaluate(model, loader, env, num_classes, cfg.precision, dense)
     finally:
         distributed.teardown()

@@ -38,6 +38,14 @@ def test_every_method_trains_and_evaluates(tmp_path, method):
         assert (run / "last" / "adapter_config.json").is_file()
     again = evaluate_run(run, checkpoint="last")
     assert again["acc"] == pytest.approx(final["acc"]) and again["gmacs"] == pytest.approx(final["gmacs"])
+    if METHODS[method].dynamic:
+        complete = evaluate_run(run, checkpoint="last", execution_mode="complete")
+        assert not complete.get("keep_rates") and complete["gmacs"] >= final["gmacs"]
+    elif method == "adaptformer":  # dytune blocks without dispatchers: complete is what it always runs
+        assert evaluate_run(run, checkpoint="last", execution_mode="complete")["acc"] == pytest.approx(final["acc"])
+    else:
+        with pytest.raises(ValueError, match="needs a dytune-converted model"):
+            evaluate_run(run, checkpoint="last", execution_mode="complete")
 
 
 def test_trainable_parameters_per_method(tmp_path):
