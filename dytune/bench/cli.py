@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--checkpoint", default=None, help="dytune.save_pretrained directory (else random weights)")
     parser.add_argument("--backbone-weights", default=None, help="local backbone weights (.pth/.safetensors/.npz)")
-    parser.add_argument("--methods", type=_csv(str), default=["dense", "adaptformer", "dyt", "dyt+logits", "tome", "dyt+tome"],
+    parser.add_argument("--methods", type=_csv(str), default=list(BenchSettings.methods),
                         help=f"comma list of {', '.join(METHODS)}")
     parser.add_argument("--variants", default="mlp", help=f"comma list of {', '.join(VARIANTS)}, or 'all'")
     parser.add_argument("--keep-rate", type=_keep_rate, default=0.5,

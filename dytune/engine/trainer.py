@@ -462,12 +462,10 @@ def evaluate_run(run_dir: Path, overrides: Tuple[str, ...] = (), checkpoint: str
         model.to(env.device)
         loader = DataLoader(eval_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                             sampler=distributed.ShardSampler(len(eval_set), env.rank, env.world_size))
-        if execution_mode is None:
-            return evaluate(model, loader, env, num_classes, cfg.precision, dense)
-        if not hasattr(model, "dytune_config"):
+        if execution_mode is not None and not hasattr(model, "dytune_config"):
             raise ValueError(f"{run_dir}: execution_mode={execution_mode!r} needs a dytune-converted model "
                              f"(dyt*, adaptformer), not method {cfg.method!r}")
-        with execution(model, execution_mode):
+        with nullcontext() if execution_mode is None else execution(model, execution_mode):
             return evaluate(model, loader, env, num_classes, cfg.precision, dense)
     finally:
         distributed.teardown()
