@@ -97,6 +97,9 @@ def format_table(result: Dict[str, Any]) -> str:
     """The rows of `run_benchmark` as a fixed-width text table."""
     head = (f"{'method':<24}{'prec':>5}{'batch':>6}{'GMACs':>7}{'keep':>6}{'ms/batch':>16}{'img/s':>9}"
             f"{'speed-up':>9}{'ideal':>7}{'peak MB':>9}{'max diff':>10}")
+    compiled = any("max_abs_diff_compiled_vs_eager" in row for row in result["rows"])
+    if compiled:
+        head += f"{'vs eager':>10}"
     lines = [f"{result['device']} ({result.get('gpu', result['cpu'])}, {result['threads']} threads), torch "
              f"{result['torch']}, timm {result['timm']}, dytune {result['dytune']}; "
              f"median of {result['repeats']} interleaved repeats, ± half the range", head, "-" * len(head)]
@@ -107,7 +110,8 @@ def format_table(result: Dict[str, Any]) -> str:
         lines.append(f"{row['method']:<24}{row['precision']:>5}{row['batch']:>6}{row['gmacs']:>7.2f}"
                      f"{num('keep_rate', '.3f'):>6}{latency:>16}{row['images_per_s']:>9.2f}"
                      f"{num('speedup', '.3f'):>9}{num('flops_ideal_speedup', '.3f'):>7}"
-                     f"{row['peak_memory_mb']:>9.1f}{num('max_abs_diff_vs_reference', '.1e'):>10}")
+                     f"{row['peak_memory_mb']:>9.1f}{num('max_abs_diff_vs_reference', '.1e'):>10}"
+                     + (f"{num('max_abs_diff_compiled_vs_eager', '.1e'):>10}" if compiled else ""))
     return "\n".join(lines)
 
 

@@ -214,7 +214,7 @@ def run_benchmark(
     Returns a JSON-ready dict: the environment, the settings and one row per (precision, batch, model) with
     latency, throughput, MACs per image, speed-up over the dense model, the FLOPs-ideal speed-up (dense MACs /
     model MACs on the same images), the keep rate, peak memory and the largest logit difference from the
-    model's reference path (sparse vs masked for DyT; dytune vs official).
+    model's reference path (sparse vs masked for DyT; dytune vs official) and, with `compile`, from eager mode.
     """
     dev = torch.device(device)
     for precision in precisions:
@@ -236,6 +236,9 @@ def run_benchmark(
                 row = {"method": name, "batch": batch, "precision": precision, "compile": compile,
                        **stats[name], **timing.to_dict()}
                 row["peak_memory_mb"] = peak_memory_bytes(fns[name], images, models[name].model) / 2 ** 20
+                if compile:
+                    eager = _runner(models[name].model, dev, precision)(images)
+                    row["max_abs_diff_compiled_vs_eager"] = (fns[name](images) - eager).abs().max().item()
                 if dense is not None:
                     row["speedup"] = timing.images_per_s / dense.images_per_s
                     if "dense" in stats:

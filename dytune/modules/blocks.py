@@ -34,8 +34,12 @@ def _autocast_enabled(device_type: str) -> bool:
 
 
 def _may_write_in_place(x: torch.Tensor) -> bool:
-    """In-place updates are safe without autograd and pay off outside autocast (where dtypes would mix)."""
-    return not torch.is_grad_enabled() and not _autocast_enabled(x.device.type)
+    """In-place updates are safe without autograd and pay off outside autocast (where dtypes would mix).
+
+    Under torch.compile the plain path is taken: inductor fuses it by itself, and `out=` into a view of a tensor
+    whose size is symbolic fails to trace.
+    """
+    return not torch.is_grad_enabled() and not _autocast_enabled(x.device.type) and not torch.compiler.is_compiling()
 
 
 def _has_hooks(module: nn.Module) -> bool:

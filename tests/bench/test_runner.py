@@ -120,6 +120,16 @@ def test_run_benchmark_rows():
     assert result["torch"] == torch.__version__ and result["device"] == "cpu"
 
 
+def test_compiled_models_give_the_eager_logits():
+    """torch.compile traces the sparse path (graph breaks at the data-dependent token counts) and keeps the logits,
+    also with ToMe, where the sequence length changes between blocks."""
+    torch._dynamo.reset()
+    result = run_benchmark(tiny_settings(methods=("dyt", "dyt+logits", "dyt+tome")), batch_sizes=(2,), warmup=0,
+                           repeats=1, compile=True)
+    assert {r["method"] for r in result["rows"]} == {"dyt-mlp", "dyt-mlp+logits-only", "dyt-mlp+tome-r2"}
+    assert all(r["compile"] and r["max_abs_diff_compiled_vs_eager"] <= 1e-4 for r in result["rows"])
+
+
 def test_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["bench", "--model", "vit_tiny_patch16_224", "--num-classes", "5", "--variants", "layer",
