@@ -278,8 +278,7 @@ class AttnDispatchBlock(DynamicBlock):
     sub_blocks = ("attn",)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        keep = self._keep("attn", x)
-        x = self._add_attention(x + self.attn_adapter(x), x, keep)
+        x = self._add_attention(x + self.attn_adapter(x), x, self._keep("attn", x))  # mask freed before the MLP
         return x + self._mlp_out(x)
 
     def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
@@ -295,8 +294,7 @@ class AttnMLPDispatchBlock(DynamicBlock):
     sub_blocks = ("attn", "mlp")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        keep = self._keep("attn", x)
-        x = self._add_attention(x + self.attn_adapter(x), x, keep)
+        x = self._add_attention(x + self.attn_adapter(x), x, self._keep("attn", x))
         return self._adapter_and_mlp(x)
 
     def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:

@@ -111,11 +111,8 @@ class _ToMeDynamicBlock(_ToMeMixin):
             self._mlp_input_tokens = x.shape[1]
             return self._adapter_and_mlp(x)
         if self.variant == "layer":
-            self._tome_qkv = None
             return self._merge_on_tokens(super()._forward(x))
-        keep = self._keep("attn", x)
-        x = self._add_attention(x + self.attn_adapter(x), x, keep)
-        self._tome_qkv = None
+        x = self._add_attention(x + self.attn_adapter(x), x, self._keep("attn", x))
         x = self._merge_on_tokens(x)
         self._mlp_input_tokens = x.shape[1]
         if self.variant == "attn":
@@ -172,7 +169,8 @@ def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_
     for i, block in enumerate(model.blocks):
         block.__class__ = _tome_class(type(block))
         block._tome, block._tome_layer = state, i
-        block.attn.qkv.register_forward_hook(_store_qkv(block))
+        if getattr(block, "variant", "mlp") == "mlp":  # the blocks that match on the attention keys
+            block.attn.qkv.register_forward_hook(_store_qkv(block))
     model.tome = state
     model.register_forward_pre_hook(lambda module, args: state.reset())
     return model

@@ -90,6 +90,20 @@ def test_peak_memory_counts_live_tensors():
     assert 8 * 1024 <= peak <= 8 * 1024 + 64  # two 4 KB tensors at most at once (+ the scalar)
 
 
+@pytest.mark.parametrize("variant", dytune.VARIANTS)
+def test_sparse_peak_memory_is_not_above_dense(variant):
+    """With and without ToMe; beyond the dense peak only the keep masks that each block records for `keep_rates`."""
+    settings = tiny_settings(methods=("dense", "dyt", "dyt+tome"), variants=(variant,), proportional_attention=False)
+    models = build_models(settings, torch.device("cpu"))
+    images = images_for(models["dense"].model, 8, 0, torch.device("cpu"))
+    dense = peak_memory_bytes(models["dense"].model, images, models["dense"].model)
+    for name in (f"dyt-{variant}", f"dyt-{variant}+tome-r2"):
+        model = models[name].model
+        peak = peak_memory_bytes(model, images, model)
+        masks = sum(m.numel() * m.element_size() for m in dytune.keep_masks(model))
+        assert peak <= dense + masks, name
+
+
 def test_time_interleaved_times_every_function():
     calls = []
     timings = time_interleaved({"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")},

@@ -62,6 +62,7 @@ def test_dyt_plus_tome_runs_for_every_variant(variant, images):
             masked = model(images)
     assert (sparse - masked).abs().max().item() <= 1e-4
     assert masks[-1].shape[1] < 16  # the last dispatcher decided on merged tokens
+    assert all(getattr(block, "_tome_qkv", None) is None for block in model.blocks)  # nothing held after forward
     assert model.tome.size[:, :model.num_prefix_tokens].eq(1).all()  # prefix tokens never merge
     merged_macs = dytune.count_macs(model, images)
     assert (merged_macs < dytune.count_macs(reference, images)).all()
