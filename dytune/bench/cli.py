@@ -103,15 +103,17 @@ def format_table(result: Dict[str, Any]) -> str:
     lines = [f"{result['device']} ({result.get('gpu', result['cpu'])}, {result['threads']} threads), torch "
              f"{result['torch']}, timm {result['timm']}, dytune {result['dytune']}; "
              f"median of {result['repeats']} interleaved repeats, ± half the range", head, "-" * len(head)]
+
+    def num(row: Dict[str, Any], key: str, fmt: str) -> str:
+        return format(row[key], fmt) if row.get(key) is not None else "-"
+
     for row in result["rows"]:
-        def num(key: str, fmt: str) -> str:
-            return format(row[key], fmt) if row.get(key) is not None else "-"
         latency = f"{row['median_ms']:.1f}±{row['spread_ms']:.1f}"
         lines.append(f"{row['method']:<24}{row['precision']:>5}{row['batch']:>6}{row['gmacs']:>7.2f}"
-                     f"{num('keep_rate', '.3f'):>6}{latency:>16}{row['images_per_s']:>9.2f}"
-                     f"{num('speedup', '.3f'):>9}{num('flops_ideal_speedup', '.3f'):>7}"
-                     f"{row['peak_memory_mb']:>9.1f}{num('max_abs_diff_vs_reference', '.1e'):>10}"
-                     + (f"{num('max_abs_diff_compiled_vs_eager', '.1e'):>10}" if compiled else ""))
+                     f"{num(row, 'keep_rate', '.3f'):>6}{latency:>16}{row['images_per_s']:>9.2f}"
+                     f"{num(row, 'speedup', '.3f'):>9}{num(row, 'flops_ideal_speedup', '.3f'):>7}"
+                     f"{row['peak_memory_mb']:>9.1f}{num(row, 'max_abs_diff_vs_reference', '.1e'):>10}"
+                     + (f"{num(row, 'max_abs_diff_compiled_vs_eager', '.1e'):>10}" if compiled else ""))
     return "\n".join(lines)
 
 
