@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Dict, List
 
+from ..checkpoint import atomic_write
 from .config import TrainConfig
 
 
@@ -28,6 +30,15 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--checkpoint", choices=("best", "last"), default="last")
         p.add_argument("--execution", choices=("sparse", "masked", "complete"), default=None,
                        help="DyT runs: evaluate in this mode; 'complete' runs every token through every sub-block")
+        p.add_argument("--budgets", type=_rates, default=None, metavar="R,R,...",
+                       help="DyT runs: also score the model calibrated to each of these mean keep rates, without "
+                            "retraining (accuracy vs compute)")
+        p.add_argument("--per-layer", action="store_true",
+                       help="with --budgets: every dispatcher keeps the same rate (default: one shared threshold "
+                            "shift, which keeps the trained model's per-layer preferences)")
+        p.add_argument("--calibration-images", type=int, default=64, help="with --budgets: training images the "
+                       "thresholds are calibrated on")
+        p.add_argument("--out", type=Path, default=None, help="with --budgets: also write the curve as JSON here")
         p.set_defaults(run=run_eval)
     elif name == "vtab":
         p = sub.add_parser(name, help="train every VTAB-1K task", description="Run one training per task "
@@ -78,11 +89,44 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    from .trainer import evaluate_run
+def _rates(text: str) -> List[float]:
+    try:
+        rates = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated keep rates, e.g. 0.3,0.5,0.7") from None
+    if not rates or not all(0.0 <= r <= 1.0 for r in rates):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected keep rates in [0, 1]")
+    return rates
 
-    metrics = evaluate_run(args.run_dir, tuple(args.overrides), args.checkpoint, args.execution)
-    print(json.dumps(metrics, indent=2))
+
+def format_budget_curve(rows: List[Dict[str, Any]]) -> str:
+    """The rows of `budget_curve_run` as a Markdown table."""
+    lines = ["| thresholds | keep rate | acc % | GMACs | % dense MACs | img/s |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        target = "as trained" if row["target_keep_rate"] is None else f"keep {row['target_keep_rate']:.2f}"
+        lines.append(f"| {target} | {row.get('keep_rate', 1.0):.3f} | {row['acc']:.2f} | {row['gmacs']:.4f} | "
+                     f"{row.get('gmacs_pct_dense', float('nan')):.1f} | {row['images_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .trainer import budget_curve_run, evaluate_run
+
+    if args.budgets is None:
+        metrics = evaluate_run(args.run_dir, tuple(args.overrides), args.checkpoint, args.execution)
+        print(json.dumps(metrics, indent=2))
+        return 0
+    if args.execution is not None:
+        raise SystemExit("dytune eval: --budgets scores sparse inference; leave out --execution")
+    rows = budget_curve_run(args.run_dir, args.budgets, tuple(args.overrides), args.checkpoint,
+                            args.calibration_images, args.per_layer)
+    print(format_budget_curve(rows))
+    if args.out is not None:
+        report = {"run_dir": str(args.run_dir), "checkpoint": args.checkpoint, "per_layer": args.per_layer,
+                  "calibration_images": args.calibration_images, "rows": rows}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import random
@@ -9,7 +10,7 @@ import resource
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import timm
@@ -20,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
+from ..calibrate import calibrate, dispatchers
 from ..checkpoint import atomic_write, load_backbone_weights, load_trained_state, save_pretrained, trained_state_dict
 from ..convert import execution, keep_rates, set_tau_progress
 from ..data.datasets import MEAN_PER_CLASS, build_dataset, num_classes_of
@@ -433,6 +435,37 @@ def train(cfg: TrainConfig, resume: bool = False) -> Dict[str, Any]:
         distributed.teardown()
 
 
+class _LoadedRun(NamedTuple):
+    cfg: TrainConfig
+    env: distributed.DistEnv
+    model: nn.Module
+    dense_macs: int
+    num_classes: int
+    loader: DataLoader
+
+
+def _load_run(run_dir: Path, overrides: Tuple[str, ...], checkpoint: str) -> _LoadedRun:
+    """A finished run's model with its `best` or `last` weights and its evaluation loader (call inside
+    distributed.setup/teardown)."""
+    folder = Path(run_dir) / checkpoint
+    if not (folder / "train_config.yaml").is_file():
+        raise FileNotFoundError(f"{folder}: no checkpoint here (expected {checkpoint}/train_config.yaml)")
+    cfg = TrainConfig.load([str(folder / "train_config.yaml")], overrides)
+    env = distributed.setup(cfg.device)
+    seed_everything(cfg.seed)
+    eval_set = build_dataset(cfg, train=False)
+    num_classes = json.loads((folder / "run_meta.json").read_text())["num_classes"]
+    if num_classes_of(eval_set) > num_classes:
+        raise ValueError(f"{folder} was trained on {num_classes} classes; the evaluation data "
+                         f"({cfg.dataset} {cfg.task} {cfg.eval_split}) has {num_classes_of(eval_set)}")
+    model, dense = build_model(cfg, num_classes)
+    load_model_weights(model, folder)
+    model.to(env.device)
+    loader = DataLoader(eval_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                        sampler=distributed.ShardSampler(len(eval_set), env.rank, env.world_size))
+    return _LoadedRun(cfg, env, model, dense, num_classes, loader)
+
+
 def evaluate_run(run_dir: Path, overrides: Tuple[str, ...] = (), checkpoint: str = "best",
                  execution_mode: Optional[str] = None) -> Dict[str, Any]:
     """Rebuild a finished run's model, load its `best` or `last` weights and evaluate it (`dytune eval`).
@@ -444,28 +477,57 @@ def evaluate_run(run_dir: Path, overrides: Tuple[str, ...] = (), checkpoint: str
         execution_mode: Evaluate a DyT model in this mode (e.g. "complete": no token skipped) instead of the default
             sparse inference.
     """
-    run_dir = Path(run_dir)
-    folder = run_dir / checkpoint
-    if not (folder / "train_config.yaml").is_file():
-        raise FileNotFoundError(f"{folder}: no checkpoint here (expected {checkpoint}/train_config.yaml)")
-    cfg = TrainConfig.load([str(folder / "train_config.yaml")], overrides)
-    env = distributed.setup(cfg.device)
     try:
-        seed_everything(cfg.seed)
-        eval_set = build_dataset(cfg, train=False)
-        num_classes = json.loads((folder / "run_meta.json").read_text())["num_classes"]
-        if num_classes_of(eval_set) > num_classes:
-            raise ValueError(f"{folder} was trained on {num_classes} classes; the evaluation data "
-                             f"({cfg.dataset} {cfg.task} {cfg.eval_split}) has {num_classes_of(eval_set)}")
-        model, dense = build_model(cfg, num_classes)
-        load_model_weights(model, folder)
-        model.to(env.device)
-        loader = DataLoader(eval_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                            sampler=distributed.ShardSampler(len(eval_set), env.rank, env.world_size))
-        if execution_mode is not None and not hasattr(model, "dytune_config"):
+        run = _load_run(run_dir, overrides, checkpoint)
+        if execution_mode is not None and not hasattr(run.model, "dytune_config"):
             raise ValueError(f"{run_dir}: execution_mode={execution_mode!r} needs a dytune-converted model "
-                             f"(dyt*, adaptformer), not method {cfg.method!r}")
-        with nullcontext() if execution_mode is None else execution(model, execution_mode):
-            return evaluate(model, loader, env, num_classes, cfg.precision, dense)
+                             f"(dyt*, adaptformer), not method {run.cfg.method!r}")
+        with nullcontext() if execution_mode is None else execution(run.model, execution_mode):
+            return evaluate(run.model, run.loader, run.env, run.num_classes, run.cfg.precision, run.dense_macs)
+    finally:
+        distributed.teardown()
+
+
+def calibration_images(cfg: TrainConfig, count: int) -> torch.Tensor:
+    """The first `count` training images, transformed as for evaluation (no augmentation)."""
+    train_set = build_dataset(dataclasses.replace(cfg, augment="none"), train=True)
+    if len(train_set) == 0:
+        raise ValueError(f"{cfg.dataset} {cfg.task}: the training split is empty; no images to calibrate on")
+    return torch.stack([train_set[i][0] for i in range(min(count, len(train_set)))])
+
+
+def budget_curve_run(run_dir: Path, keep_rates_to_try: Sequence[float], overrides: Tuple[str, ...] = (),
+                     checkpoint: str = "last", calibration_count: int = 64, per_layer: bool = False,
+                     ) -> List[Dict[str, Any]]:
+    """Accuracy against compute of a trained DyT run, without retraining (`dytune eval --budgets`).
+
+    The first row is the model as trained; then the thresholds are calibrated (`dytune.calibrate`) on training
+    images to each keep rate and the evaluation set is scored again. The run's files are not changed.
+
+    Args:
+        run_dir: A finished run of a dynamic method (dyt*).
+        keep_rates_to_try: Target mean keep rates in [0, 1].
+        overrides: key=value TrainConfig settings (e.g. eval_split=val200).
+        checkpoint: "best" or "last".
+        calibration_count: Training images the thresholds are calibrated on.
+        per_layer: Give every dispatcher the same keep rate (True) or shift one shared threshold, which keeps the
+            trained model's preference for which layers compute more (False).
+    """
+    try:
+        run = _load_run(run_dir, overrides, checkpoint)
+        if not dispatchers(run.model):
+            raise ValueError(f"{run_dir}: method {run.cfg.method!r} has no token dispatchers; a budget curve needs a "
+                             f"dyt* run")
+        calib = calibration_images(run.cfg, calibration_count).to(run.env.device)
+
+        def score(target: Optional[float]) -> Dict[str, Any]:
+            metrics = evaluate(run.model, run.loader, run.env, run.num_classes, run.cfg.precision, run.dense_macs)
+            return {"target_keep_rate": target, **metrics}
+
+        rows = [score(None)]
+        for rate in keep_rates_to_try:
+            calibrate(run.model, calib, rate, per_layer=per_layer)
+            rows.append(score(float(rate)))
+        return rows
     finally:
         distributed.teardown()

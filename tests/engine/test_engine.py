@@ -11,6 +11,7 @@ import torch
 
 from dytune.cli import main
 from dytune.engine import METHODS, TrainConfig, evaluate_run, train
+from dytune.engine.trainer import budget_curve_run
 from tests.engine.fixtures import write_image_folder, write_vtab_task
 
 TINY = dict(model="vit_tiny_patch16_224", img_size=32, num_workers=0, batch_size=8, warmup_epochs=1,
@@ -75,6 +76,30 @@ def test_resume_refuses_a_different_config(tmp_path):
         train(config(tmp_path, epochs=1, bottleneck=4), resume=True)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(config(tmp_path / "empty"), resume=True)
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_budget_curve_recalibrates_a_trained_run_without_changing_it(tmp_path, capsys, per_layer):
+    final = train(config(tmp_path, method="dyt"))["final"]
+    run, out = tmp_path / "run", tmp_path / "curve" / "budget.json"
+    args = ["eval", str(run), "--budgets", "0,0.5,1", "--calibration-images", "8", "--out", str(out)]
+    assert main(args + (["--per-layer"] if per_layer else [])) == 0
+    assert "| as trained |" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["target_keep_rate"] for r in rows] == [None, 0.0, 0.5, 1.0]
+    assert rows[0]["acc"] == pytest.approx(final["acc"]) and rows[0]["gmacs"] == pytest.approx(final["gmacs"])
+    assert rows[1]["keep_rate"] <= 0.1 and rows[3]["keep_rate"] >= 0.9
+    assert rows[1]["gmacs"] < rows[2]["gmacs"] < rows[3]["gmacs"]
+    assert evaluate_run(run, checkpoint="last")["gmacs"] == pytest.approx(final["gmacs"])  # thresholds not saved
+
+
+def test_budget_curve_needs_a_dynamic_run(tmp_path, capsys):
+    train(config(tmp_path, method="adaptformer", epochs=1))
+    with pytest.raises(ValueError, match="no token dispatchers"):
+        budget_curve_run(tmp_path / "run", [0.5])
+    with pytest.raises(SystemExit):
+        main(["eval", str(tmp_path / "run"), "--budgets", "0.5,2"])
+    assert "'0.5,2': expected keep rates in [0, 1]" in capsys.readouterr().err
 
 
 def test_image_folder_and_cli(tmp_path, capsys):
