@@ -1,6 +1,7 @@
 """Set dispatcher thresholds for a requested keep rate: the inference-time compute knob."""
 from __future__ import annotations
 
+import math
 from typing import List, Sequence, Union
 
 import torch
@@ -18,7 +19,12 @@ def dispatchers(model: nn.Module) -> List[TokenDispatcher]:
 
 
 def _logit_for_rate(logits: torch.Tensor, rate: float) -> float:
-    """A logit threshold that keeps round(rate * n) of `logits` (strictly greater than it)."""
+    """A logit threshold that keeps round(rate * n) of `logits` (strictly greater than it); rates 1 and 0 keep every
+    token or none on any image."""
+    if rate >= 1.0:
+        return -math.inf
+    if rate <= 0.0:
+        return math.inf
     values = logits.float().flatten().sort(descending=True).values
     kept = round(rate * values.numel())
     if kept >= values.numel():
@@ -74,8 +80,11 @@ def calibrate(
                 finally:
                     for h in handles:
                         h.remove()
-            else:
-                low, high = -30.0, 30.0
+            elif rates[0] >= 1.0 or rates[0] <= 0.0:
+                for gate in gates:
+                    gate.logit_threshold.fill_(_logit_for_rate(torch.empty(0), rates[0]))
+            else:  # trained dispatchers reach logits far beyond +-30 (a layer that learned to skip everything)
+                low, high = -1e4, 1e4
                 for _ in range(steps):
                     mid = (low + high) / 2.0
                     for gate in gates:

@@ -53,6 +53,22 @@ def test_calibrate_reaches_the_keep_rate(variant, per_layer, images):
     assert abs(sum(dytune.keep_rates(model)) / len(rates) - 0.35) <= 0.02
 
 
+@pytest.mark.parametrize("per_layer", [True, False])
+def test_calibrate_handles_extreme_logits_and_the_end_points(per_layer, images):
+    """Trained dispatchers can score far beyond +-30 (a layer that learned to skip everything); rates 1 and 0 mean
+    every token and none, on any image."""
+    model = converted(variant="attn_mlp").eval()
+    with torch.no_grad():
+        for gate in dispatchers(model):
+            gate.proj.weight.mul_(1e4)
+    for rate in (0.0, 0.4, 1.0):
+        rates = dytune.calibrate(model, images, rate, per_layer=per_layer)
+        assert abs(sum(rates) / len(rates) - rate) <= 0.02, rate
+    with torch.no_grad():
+        model(torch.randn_like(images) * 3)
+    assert dytune.keep_rates(model) == [1.0] * len(rates)
+
+
 def test_adapter_accumulated_in_place_equals_the_sum(images):
     x = torch.randn(3, 17, 48)
     for experts in (1, 3):
