@@ -445,8 +445,8 @@ class _LoadedRun(NamedTuple):
 
 
 def _load_run(run_dir: Path, overrides: Tuple[str, ...], checkpoint: str) -> _LoadedRun:
-    """A finished run's model with its `best` or `last` weights and its evaluation loader (call inside
-    distributed.setup/teardown)."""
+    """A finished run's model with its `best` or `last` weights and its evaluation loader; sets up the process
+    group, which the caller tears down (`distributed.teardown`)."""
     folder = Path(run_dir) / checkpoint
     if not (folder / "train_config.yaml").is_file():
         raise FileNotFoundError(f"{folder}: no checkpoint here (expected {checkpoint}/train_config.yaml)")

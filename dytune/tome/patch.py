@@ -169,7 +169,7 @@ def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_
     for i, block in enumerate(model.blocks):
         block.__class__ = _tome_class(type(block))
         block._tome, block._tome_layer = state, i
-        if getattr(block, "variant", "mlp") == "mlp":  # the blocks that match on the attention keys
+        if not isinstance(block, DynamicBlock) or block.variant == "mlp":  # the blocks that match on attention keys
             block.attn.qkv.register_forward_hook(_store_qkv(block))
     model.tome = state
     model.register_forward_pre_hook(lambda module, args: state.reset())
