@@ -32,6 +32,9 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); give it the mode open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
