@@ -10,6 +10,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from ..cli import keep_rates_arg
 from ..config import VARIANTS
 from .runner import METHODS, PRECISIONS, BenchSettings, build_models, run_benchmark
 
@@ -73,7 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     parser.add_argument("--accuracy-data", default=None,
                         help="accuracy-vs-budget mode: .pt/.safetensors with 'images' and 'labels', or an "
                              "ImageFolder directory")
-    parser.add_argument("--budgets", type=_csv(float), default=[0.3, 0.5, 0.7, 0.9, 1.0],
+    parser.add_argument("--budgets", type=keep_rates_arg, default=[0.3, 0.5, 0.7, 0.9, 1.0],
                         help="keep rates of the accuracy sweep")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default runs/bench/<model>_<device>.json)")
     parser.set_defaults(run=run)

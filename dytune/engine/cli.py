@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from ..checkpoint import atomic_write
+from ..cli import keep_rates_arg
 from .config import TrainConfig
 
 
@@ -30,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--checkpoint", choices=("best", "last"), default="last")
         p.add_argument("--execution", choices=("sparse", "masked", "complete"), default=None,
                        help="DyT runs: evaluate in this mode; 'complete' runs every token through every sub-block")
-        p.add_argument("--budgets", type=_rates, default=None, metavar="R,R,...",
+        p.add_argument("--budgets", type=keep_rates_arg, default=None, metavar="R,R,...",
                        help="DyT runs: also score the model calibrated to each of these mean keep rates, without "
                             "retraining (accuracy vs compute)")
         p.add_argument("--per-layer", action="store_true",
@@ -87,16 +88,6 @@ def results_table(results: dict) -> str:
                      f"{m['gmacs']:.3f} ({m.get('gmacs_pct_dense', 100):.1f} %) | {m['images_per_s']:.1f} | "
                      f"{results['trainable_params']:,} |")
     return "\n".join(lines)
-
-
-def _rates(text: str) -> List[float]:
-    try:
-        rates = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated keep rates, e.g. 0.3,0.5,0.7") from None
-    if not rates or not all(0.0 <= r <= 1.0 for r in rates):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected keep rates in [0, 1]")
-    return rates
 
 
 def format_budget_curve(rows: List[Dict[str, Any]]) -> str:

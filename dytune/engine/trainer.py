@@ -21,7 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
-from ..calibrate import calibrate, dispatchers
+from ..bench.accuracy import sweep_keep_rates
+from ..calibrate import dispatchers
 from ..checkpoint import atomic_write, load_backbone_weights, load_trained_state, save_pretrained, trained_state_dict
 from ..convert import execution, keep_rates, set_tau_progress
 from ..data.datasets import MEAN_PER_CLASS, build_dataset, num_classes_of
@@ -518,16 +519,12 @@ def budget_curve_run(run_dir: Path, keep_rates_to_try: Sequence[float], override
         if not dispatchers(run.model):
             raise ValueError(f"{run_dir}: method {run.cfg.method!r} has no token dispatchers; a budget curve needs a "
                              f"dyt* run")
-        calib = calibration_images(run.cfg, calibration_count).to(run.env.device)
 
         def score(target: Optional[float]) -> Dict[str, Any]:
             metrics = evaluate(run.model, run.loader, run.env, run.num_classes, run.cfg.precision, run.dense_macs)
             return {"target_keep_rate": target, **metrics}
 
-        rows = [score(None)]
-        for rate in keep_rates_to_try:
-            calibrate(run.model, calib, rate, per_layer=per_layer)
-            rows.append(score(float(rate)))
-        return rows
+        calib = calibration_images(run.cfg, calibration_count)
+        return [score(None)] + sweep_keep_rates(run.model, calib, keep_rates_to_try, score, per_layer)
     finally:
         distributed.teardown()
