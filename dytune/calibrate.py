@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -18,13 +18,20 @@ def dispatchers(model: nn.Module) -> List[TokenDispatcher]:
     return [d for block in dynamic_blocks(model) for d in block.dispatchers().values()]
 
 
-def _logit_for_rate(logits: torch.Tensor, rate: float) -> float:
-    """A logit threshold that keeps round(rate * n) of `logits` (strictly greater than it); rates 1 and 0 keep every
-    token or none on any image."""
+def _end_point(rate: float) -> Optional[float]:
+    """The threshold of rate 1 (every token, on any image) or 0 (none); None for rates in between."""
     if rate >= 1.0:
         return -math.inf
     if rate <= 0.0:
         return math.inf
+    return None
+
+
+def _logit_for_rate(logits: torch.Tensor, rate: float) -> float:
+    """A logit threshold that keeps round(rate * n) of `logits` (strictly greater than it)."""
+    end = _end_point(rate)
+    if end is not None:
+        return end
     values = logits.float().flatten().sort(descending=True).values
     kept = round(rate * values.numel())
     if kept >= values.numel():
@@ -80,9 +87,9 @@ def calibrate(
                 finally:
                     for h in handles:
                         h.remove()
-            elif rates[0] >= 1.0 or rates[0] <= 0.0:
+            elif _end_point(rates[0]) is not None:
                 for gate in gates:
-                    gate.logit_threshold.fill_(_logit_for_rate(torch.empty(0), rates[0]))
+                    gate.logit_threshold.fill_(_end_point(rates[0]))
             else:  # trained dispatchers reach logits far beyond +-30 (a layer that learned to skip everything)
                 low, high = -1e4, 1e4
                 for _ in range(steps):
