@@ -516,7 +516,7 @@ def budget_curve_run(run_dir: Path, keep_rates_to_try: Sequence[float], override
     """
     try:
         run = _load_run(run_dir, overrides, checkpoint)
-        if not dispatchers(run.model):
+        if not hasattr(run.model, "dytune_config") or not dispatchers(run.model):
             raise ValueError(f"{run_dir}: method {run.cfg.method!r} has no token dispatchers; a budget curve needs a "
                              f"dyt* run")
 

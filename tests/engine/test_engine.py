@@ -93,8 +93,9 @@ def test_budget_curve_recalibrates_a_trained_run_without_changing_it(tmp_path, c
     assert evaluate_run(run, checkpoint="last")["gmacs"] == pytest.approx(final["gmacs"])  # thresholds not saved
 
 
-def test_budget_curve_needs_a_dynamic_run(tmp_path, capsys):
-    train(config(tmp_path, method="adaptformer", epochs=1))
+@pytest.mark.parametrize("method", ["adaptformer", "linear"])
+def test_budget_curve_needs_a_dynamic_run(tmp_path, capsys, method):
+    train(config(tmp_path, method=method, epochs=1))
     with pytest.raises(ValueError, match="no token dispatchers"):
         budget_curve_run(tmp_path / "run", [0.5])
     with pytest.raises(SystemExit):
