@@ -24,6 +24,7 @@ TORCHVISION = {
     "dtd": (tvd.DTD, dict(split="train"), dict(split="test")),
     "fashion_mnist": (tvd.FashionMNIST, dict(train=True), dict(train=False)),
 }
+SVHN_CLASSES = tuple(str(digit) for digit in range(10))  # torchvision relabels the digit 0 (stored as 10) to 0
 MEAN_PER_CLASS = {"fgvc_aircraft", "oxford_iiit_pet", "flowers102"}  # the paper reports mean per-class accuracy there
 DATASETS = ("vtab", "folder") + tuple(TORCHVISION)
 
@@ -63,12 +64,35 @@ def build_transform(img_size: int, augment: str, train: bool, mean: Tuple[float,
     return T.Compose([ToRGB(), *steps, T.ToTensor(), T.Normalize(mean, std)])
 
 
+def _labels_of(dataset: Dataset):
+    """The integer labels a dataset holds (list, numpy array or tensor), or None: `targets` (CIFAR, ImageFolder),
+    `labels` (SVHN, a numpy array), `_labels` (Food-101, FGVC-Aircraft, Oxford-IIIT Pet, Flowers-102, DTD) or the
+    second item of `_samples` / `samples` pairs (Stanford Cars)."""
+    for name in ("targets", "labels", "_labels"):
+        labels = getattr(dataset, name, None)
+        if labels is not None:
+            return labels
+    for name in ("_samples", "samples"):
+        samples = getattr(dataset, name, None)
+        if samples is not None:
+            return [sample[1] for sample in samples]
+    return None
+
+
 def num_classes_of(dataset: Dataset) -> int:
+    """The class count of a dataset: the length of its `classes` when it has them, else its largest label + 1.
+
+    Where both are known the larger wins: a class list derived from the split's own files (Oxford-IIIT Pet, DTD)
+    lacks the classes that split has no image of, and the model still needs an output for every label.
+    """
     classes = getattr(dataset, "classes", None)
-    if classes:
-        return len(classes)
-    targets = getattr(dataset, "targets", None) or getattr(dataset, "labels", None) or getattr(dataset, "_labels")
-    return int(max(targets)) + 1
+    count = len(classes) if classes is not None else 0
+    labels = _labels_of(dataset)
+    if labels is not None and len(labels) > 0:
+        count = max(count, int(np.max(np.asarray(labels))) + 1)
+    if count == 0:
+        raise ValueError(f"{type(dataset).__name__}: cannot tell its class count (no classes, targets or labels)")
+    return count
 
 
 def build_dataset(cfg, train: bool) -> Dataset:
@@ -91,7 +115,11 @@ def build_dataset(cfg, train: bool) -> Dataset:
     if cfg.dataset in TORCHVISION:
         cls, train_kwargs, eval_kwargs = TORCHVISION[cfg.dataset]
         try:
-            return cls(str(root), transform=transform, download=cfg.download, **(train_kwargs if train else eval_kwargs))
+            dataset = cls(str(root), transform=transform, download=cfg.download,
+                          **(train_kwargs if train else eval_kwargs))
         except RuntimeError as e:
             raise FileNotFoundError(f"{cfg.dataset} under {root}: {e} (set download=true where there is internet)") from e
+        if cfg.dataset == "svhn" and getattr(dataset, "classes", None) is None:
+            dataset.classes = list(SVHN_CLASSES)  # ten digits whichever the split holds; names for `dytune predict`
+        return dataset
     raise ValueError(f"dataset={cfg.dataset!r}: expected one of {', '.join(DATASETS)}")
