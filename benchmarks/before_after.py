@@ -54,7 +54,7 @@ def main() -> None:
         for name, p in after.named_parameters():
             if "adapter" in name:
                 p.normal_(0.0, 0.02)
-    rates = dytune.calibrate(after, images, args.keep_rate)
+    rates = dytune.calibrate(after, images, args.keep_rate, per_layer=True)
     old = before.convert(copy.deepcopy(dense), before.DyTConfig(bottleneck=8)).eval()
     old.load_state_dict(after.state_dict())
     models = {"dense": dense, "before": old, "after": after}

@@ -22,7 +22,7 @@ from typing import Any, Dict, List
 from tqdm import tqdm
 
 from dytune.checkpoint import atomic_write
-from dytune.engine.trainer import budget_curve_run
+from dytune.engine.runs import budget_curve_run
 
 
 def _mean_curve(curves: List[List[Dict[str, Any]]]) -> List[Dict[str, float]]:

@@ -23,12 +23,15 @@ def measure(method: str, model_name: str, batch: int, steps: int) -> dict:
 
     from dytune.engine.config import TrainConfig
     from dytune.engine.methods import METHODS as REGISTRY, build_objective
-    from dytune.engine.trainer import ObjectiveStep, param_groups, peak_memory_mb
+    from dytune.engine.optim import param_groups
+    from dytune.engine.trainer import ObjectiveStep
+    from dytune.runtime import peak_memory_mb
+    from dytune.tasks import build_task
 
     torch.manual_seed(0)
     cfg = TrainConfig(method=method, model=model_name, bottleneck=8)
     model = REGISTRY[method].apply(timm.create_model(model_name, num_classes=100), cfg).train()
-    step = ObjectiveStep(model, build_objective(cfg))
+    step = ObjectiveStep(model, build_objective(REGISTRY[method], build_task(cfg), cfg))
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=1e-3)
     images, targets = torch.randn(batch, 3, 224, 224), torch.randint(0, 100, (batch,))
     times = []

@@ -4,14 +4,15 @@ __version__ = "0.1.0"
 from .calibrate import calibrate
 from .checkpoint import create_model, from_pretrained, load_backbone_weights, save_pretrained
 from .config import VARIANTS, DyTConfig
-from .convert import (convert, dynamic_blocks, execution, keep_masks, keep_rates, logits_only, set_tau,
-                      set_tau_progress)
+from .convert import (convert, converted_config, dynamic_blocks, execution, is_converted, keep_masks, keep_rates,
+                      logits_only, set_tau, set_tau_progress)
 from .flops import count_macs, dynamic_macs
-from .loss import DyTLoss
+from .loss import DynamicObjective, DyTLoss
 from . import models  # noqa: F401  (registers dytune_mini_vit with timm)
 
 __all__ = [
-    "__version__", "DyTConfig", "VARIANTS", "convert", "execution", "dynamic_blocks", "keep_masks", "keep_rates",
-    "logits_only", "set_tau", "set_tau_progress", "DyTLoss", "count_macs", "dynamic_macs", "save_pretrained",
+    "__version__", "DyTConfig", "VARIANTS", "convert", "converted_config", "is_converted", "execution",
+    "dynamic_blocks", "keep_masks", "keep_rates", "logits_only", "set_tau", "set_tau_progress", "DyTLoss",
+    "DynamicObjective", "count_macs", "dynamic_macs", "save_pretrained",
     "from_pretrained", "create_model", "load_backbone_weights", "calibrate",
 ]

@@ -56,11 +56,16 @@ def _architecture(model: nn.Module) -> Dict[str, Any]:
 
 
 def trained_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """The tensors training changes: dytune's modules (with their buffers) and every trainable parameter."""
+    """The tensors training changes: dytune's modules (with their buffers), every trainable parameter and the
+    persistent buffers of the modules that own one (e.g. BatchNorm running statistics in a task head)."""
     keys = {name for name, p in model.named_parameters() if p.requires_grad}
     for prefix, module in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
         if isinstance(module, (Adapter, MoEAdapter, TokenDispatcher)):
-            keys.update(f"{prefix}.{k}" for k in module.state_dict())
+            keys.update(f"{dot}{k}" for k in module.state_dict())
+        elif any(p.requires_grad for p in module.parameters(recurse=False)):
+            keys.update(f"{dot}{k}" for k, _ in module.named_buffers(recurse=False)
+                        if k not in module._non_persistent_buffers_set)
     state = model.state_dict()
     return {k: state[k].detach().cpu().contiguous() for k in sorted(keys)}
 

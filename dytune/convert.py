@@ -15,8 +15,8 @@ from .config import DyTConfig
 from .modules.attention import supports_query_subset
 from .modules.blocks import BLOCK_VARIANTS, EXECUTION_MODES, TIMM_BLOCK_PARTS, DynamicBlock
 
-__all__ = ["convert", "execution", "dynamic_blocks", "keep_masks", "keep_rates", "logits_only", "set_tau",
-           "set_tau_progress"]
+__all__ = ["convert", "converted_config", "is_converted", "execution", "dynamic_blocks", "keep_masks", "keep_rates",
+           "logits_only", "set_tau", "set_tau_progress"]
 
 TESTED_TIMM = ((1, 0, 20), (1, 1, 0))  # [lower, upper) bound of the timm releases the ViT internals were checked on
 
@@ -100,6 +100,21 @@ def convert(model: nn.Module, config: Optional[DyTConfig] = None) -> VisionTrans
     model.dytune_config = config
     model.register_forward_pre_hook(_check_input)
     return model
+
+
+def converted_config(model: nn.Module) -> Optional[DyTConfig]:
+    """The DyTConfig of the converted ViT that is `model` or sits inside it (a task model around a backbone), or
+    None when nothing in `model` was converted by `dytune.convert`."""
+    for module in model.modules():
+        config = getattr(module, "dytune_config", None)
+        if isinstance(config, DyTConfig):
+            return config
+    return None
+
+
+def is_converted(model: nn.Module) -> bool:
+    """Whether `model` is, or holds, a ViT converted by `dytune.convert`."""
+    return converted_config(model) is not None
 
 
 def dynamic_blocks(model: nn.Module) -> List[DynamicBlock]:
@@ -206,7 +221,9 @@ def set_tau_progress(model: nn.Module, progress: float) -> float:
 
     Returns the temperature set (the constant `tau` when `tau_final` is None).
     """
-    config: DyTConfig = model.dytune_config
+    config = converted_config(model)
+    if config is None:
+        raise ValueError(f"{type(model).__name__} has no dytune blocks; convert it with dytune.convert first")
     progress = min(max(progress, 0.0), 1.0)
     end = config.tau if config.tau_final is None else config.tau_final
     tau = config.tau + (end - config.tau) * progress

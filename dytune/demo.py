@@ -14,10 +14,12 @@ from typing import Any, Dict
 import timm
 import torch
 
-from .bench.timing import time_forward
+from .bench.timing import time_interleaved
 from .data.minivtab import TASKS, build_minivtab
 from .engine.config import TrainConfig
-from .engine.trainer import Trainer, load_model_weights
+from .distributed import teardown
+from .engine.runs import load_run
+from .engine.trainer import STATE, train
 from .flops import count_macs
 from .pretrained import mini_vit_info
 from .viz import plot_skip_maps
@@ -37,13 +39,10 @@ def demo_config(args: argparse.Namespace) -> TrainConfig:
 
 def speed(model: torch.nn.Module, dense: torch.nn.Module, images: torch.Tensor, repeats: int) -> Dict[str, Any]:
     """Interleaved timings of the dense backbone and DyT on the same batch (medians of `repeats`)."""
-    dense_t, dyt_t = [], []
-    for _ in range(repeats):
-        dense_t.append(time_forward(dense, images, warmup=1, repeats=1).median_ms)
-        dyt_t.append(time_forward(model, images, warmup=1, repeats=1).median_ms)
-    dense_ms, dyt_ms = sorted(dense_t)[repeats // 2], sorted(dyt_t)[repeats // 2]
-    return {"batch": images.shape[0], "dense_img_s": images.shape[0] / dense_ms * 1e3,
-            "dyt_img_s": images.shape[0] / dyt_ms * 1e3, "speedup": dense_ms / dyt_ms}
+    timings = time_interleaved({"dense": dense, "dyt": model}, images, warmup=1, repeats=repeats)
+    dense_ms, dyt_ms = timings["dense"].median_ms, timings["dyt"].median_ms
+    return {"batch": images.shape[0], "dense_img_s": timings["dense"].images_per_s,
+            "dyt_img_s": timings["dyt"].images_per_s, "speedup": dense_ms / dyt_ms}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,17 +50,18 @@ def run(args: argparse.Namespace) -> int:
                    n_test=args.test_images)
     cfg = demo_config(args)
     out = Path(cfg.output_dir)
-    finished = (out / "results.json").is_file()
-    trainer = Trainer(cfg, resume=(out / "last" / "train_state.pt").is_file())
-    if finished:
+    if (out / "results.json").is_file():
         print(f"reusing the finished run in {out} (delete it to train again)")
         results = json.loads((out / "results.json").read_text())
     else:
-        results = trainer.run()
-    model = trainer.model.eval()
-    load_model_weights(model, out / "last")
+        results = train(cfg, resume=(out / "last" / STATE).is_file())
+    try:
+        run = load_run(out, checkpoint="last")
+    finally:
+        teardown()
+    model = run.model.eval()
     dense = timm.create_model("dytune_mini_vit", pretrained=True).eval()
-    loader = torch.utils.data.DataLoader(trainer.eval_set, batch_size=args.speed_batch)
+    loader = torch.utils.data.DataLoader(run.loader.dataset, batch_size=args.speed_batch)
     images, labels = next(iter(loader))
     with torch.no_grad():
         dense_macs = count_macs(dense, images).double().mean().item()

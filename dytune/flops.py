@@ -6,12 +6,23 @@ additions count 0. A dense ViT-B/16 at 224 x 224 counts 17.58 G.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 from torch import nn
 
-__all__ = ["count_macs", "dynamic_macs", "tokenwise_macs", "attention_macs"]
+__all__ = ["count_macs", "dynamic_macs", "DynamicMacMeter", "tokenwise_macs", "attention_macs"]
+
+
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def _norm_cost(module: nn.Module) -> int:
+    """MACs per element: LayerNorm and GroupNorm 5 (4 without affine), as fvcore; BatchNorm 1, the per-channel
+    multiply-add it is at inference."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return 1
+    return 5 if getattr(module, "elementwise_affine", getattr(module, "affine", False)) else 4
 
 
 def norm_macs(module: nn.Module, norms: bool = True) -> int:
@@ -67,14 +78,20 @@ class _MacCounter:
     def linear(self, module: nn.Linear, inputs, output) -> None:
         self.total += inputs[0].numel() // module.in_features * module.in_features * module.out_features
 
-    def conv(self, module: nn.Conv2d, inputs, output) -> None:
-        k = module.in_channels // module.groups
+    def conv(self, module: nn.modules.conv._ConvNd, inputs, output) -> None:
+        kernel = 1
         for s in module.kernel_size:
-            k *= s
-        self.total += output.numel() * k
+            kernel *= s
+        if module.transposed:  # every input element is scattered onto kernel x out_channels / groups outputs
+            self.total += inputs[0].numel() * kernel * (module.out_channels // module.groups)
+        else:
+            self.total += output.numel() * kernel * (module.in_channels // module.groups)
 
-    def norm(self, module: nn.LayerNorm, inputs, output) -> None:
-        self.total += inputs[0].numel() * (5 if module.elementwise_affine else 4)
+    def norm(self, module: nn.Module, inputs, output) -> None:
+        self.total += inputs[0].numel() * _norm_cost(module)
+
+    def declared(self, module: nn.Module, inputs, output) -> None:
+        self.total += int(module.forward_macs(inputs, output))
 
     def self_attention(self, module: nn.Module, inputs, output) -> None:
         batch, tokens, _ = inputs[0].shape
@@ -102,7 +119,8 @@ def _static_modules(model: nn.Module) -> List[nn.Module]:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, images: torch.Tensor, norms: bool = True) -> torch.Tensor:
+def count_macs(model: nn.Module, images: torch.Tensor, norms: bool = True,
+               forward: Optional[Callable[[nn.Module, torch.Tensor], Any]] = None) -> torch.Tensor:
     """Per-image multiply-accumulates of one forward pass, from the tokens each layer actually computed.
 
     Runs `model(images)` in its current execution mode (see `dytune.execution`), so a dynamic model is counted with
@@ -121,33 +139,86 @@ def count_macs(model: nn.Module, images: torch.Tensor, norms: bool = True) -> to
 
     counter = _MacCounter()
     handles = []
+    batch = images.shape[0]
+    dynamic = DynamicMacMeter(model, batch, norms)
     for module in _static_modules(model):
+        if hasattr(module, "forward_macs"):
+            handles.append(module.register_forward_hook(counter.declared))
         if isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(counter.linear))
-        elif isinstance(module, nn.Conv2d):
+        elif isinstance(module, nn.modules.conv._ConvNd):
             handles.append(module.register_forward_hook(counter.conv))
-        elif norms and isinstance(module, nn.LayerNorm):
+        elif norms and isinstance(module, _NORMS):
             handles.append(module.register_forward_hook(counter.norm))
         elif isinstance(module, Attention):
             handles.append(module.register_forward_hook(counter.self_attention))
         elif isinstance(module, AttentionPoolLatent):
             handles.append(module.register_forward_hook(counter.latent_attention))
     try:
-        model(images)
+        with dynamic:
+            model(images) if forward is None else forward(model, images)
     finally:
         for h in handles:
             h.remove()
-    batch = images.shape[0]
-    return torch.full((batch,), counter.total // batch, dtype=torch.int64) + dynamic_macs(model, batch, norms)
+    return torch.full((batch,), counter.total // batch, dtype=torch.int64) + dynamic.macs
+
+
+def _per_sample(rows: torch.Tensor, batch: int) -> torch.Tensor:
+    """Per-row values of one forward summed per sample (frames or views folded into the batch count for theirs)."""
+    if rows.numel() % batch:
+        raise ValueError(f"the last forward ran {rows.numel()} backbone rows, not a multiple of {batch} samples")
+    return rows.view(batch, -1).sum(1)
 
 
 def dynamic_macs(model: nn.Module, batch: int, norms: bool = True) -> torch.Tensor:
-    """Per-image MACs of the dytune blocks in the model's last forward (zeros for a model without them).
+    """Per-sample MACs of the dytune blocks in the model's last forward (zeros for a model without them).
 
     Cheap: it reads the kept-token counts the blocks recorded, so a loop can time plain forwards and still count.
+    A sample may be several backbone rows (frames folded into the batch); their costs are summed.
     """
     macs = torch.zeros(batch, dtype=torch.int64)
     for module in model.modules():
         if hasattr(module, "macs_per_image"):
-            macs += module.macs_per_image(norms=norms).cpu()
+            macs += _per_sample(module.macs_per_image(norms=norms).cpu(), batch)
     return macs
+
+
+class DynamicMacMeter:
+    """Records every forward of the dytune blocks made inside its `with` block, to count them afterwards.
+
+    Multi-view and sliding-window inference run the backbone several times per batch, and a block keeps only its
+    last forward; the meter keeps each one (a cheap record, no arithmetic while the model runs, so timed forwards
+    stay honest) and counts on demand.
+
+    Args:
+        model: The model whose dytune blocks are metered.
+        batch: Samples in the batch the forwards belong to.
+        norms: Count normalisation layers.
+    """
+
+    def __init__(self, model: nn.Module, batch: int, norms: bool = True) -> None:
+        self.blocks = [m for m in model.modules() if hasattr(m, "last_forward")]
+        self.batch, self.norms = batch, norms
+        self.records: List[Any] = []
+        self._handles: List[Any] = []
+
+    def _record(self, module: nn.Module, inputs, output) -> None:
+        self.records.append((module, module.last_forward()))
+
+    @property
+    def macs(self) -> torch.Tensor:
+        """int64 [batch]: MACs per sample of the recorded forwards."""
+        macs = torch.zeros(self.batch, dtype=torch.int64)
+        for block, record in self.records:
+            macs += _per_sample(block.macs_per_image(norms=self.norms, record=record).cpu(), self.batch)
+        return macs
+
+    def __enter__(self) -> "DynamicMacMeter":
+        self.records = []
+        self._handles = [b.register_forward_hook(self._record) for b in self.blocks]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []

@@ -1,13 +1,65 @@
-"""Pictures of where tokens were skipped."""
+"""Pictures of where tokens were skipped: per image, and per frame of a video clip."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .convert import dynamic_blocks
+
+__all__ = ["plot_skip_maps", "plot_frame_skip_maps"]
+
+
+def _patch_size(model: nn.Module) -> Tuple[int, int]:
+    """The patch size of the ViT that is, or sits inside, `model`."""
+    for module in model.modules():
+        embed = getattr(module, "patch_embed", None)
+        if embed is not None:
+            return tuple(embed.patch_size)
+    raise ValueError(f"{type(model).__name__} holds no ViT patch embedding")
+
+
+def _keep_panels(model: nn.Module) -> List[Tuple[str, torch.Tensor]]:
+    panels = [(f"L{i} {name}", mask) for i, block in enumerate(dynamic_blocks(model))
+              for name, mask in block.keep_masks.items()]
+    if not panels:
+        raise ValueError("no dispatched sub-block ran; use a DyT model in masked or sparse mode")
+    return panels
+
+
+def _draw(images: torch.Tensor, panels: List[Tuple[str, torch.Tensor]], patch: Tuple[int, int], path: Path,
+          mean: Sequence[float], std: Sequence[float], titles: Sequence[str], suptitle: str) -> Path:
+    """One row per image: the image, then one panel per dispatched sub-block with its skipped patches greyed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ph, pw = patch
+    grid_h, grid_w = images.shape[-2] // ph, images.shape[-1] // pw
+    shown = (images.cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(0, 1)
+    rows, cols = images.shape[0], len(panels) + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.4 * rows), squeeze=False)
+    for r in range(rows):
+        picture = shown[r].permute(1, 2, 0).numpy()
+        axes[r][0].imshow(picture)
+        axes[r][0].set_title(titles[r], fontsize=7)
+        for c, (name, mask) in enumerate(panels, start=1):
+            keep = mask[r].float().cpu().reshape(grid_h, grid_w)
+            keep = keep.repeat_interleave(ph, 0).repeat_interleave(pw, 1)[..., None].numpy()
+            axes[r][c].imshow(picture * (0.25 + 0.75 * keep) + 0.6 * (1 - keep) * [0.2, 0.2, 0.8])
+            axes[r][c].set_title(f"{name}: {float(mask[r].float().mean()):.0%}", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(suptitle, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 @torch.no_grad()
@@ -29,36 +81,34 @@ def plot_skip_maps(
         std: Normalisation std.
         titles: Optional caption per image (e.g. the label).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     model(images)
-    panels = [(f"L{i} {name}", mask) for i, block in enumerate(dynamic_blocks(model))
-              for name, mask in block.keep_masks.items()]
-    if not panels:
-        raise ValueError("no dispatched sub-block ran; use a DyT model in masked or sparse mode")
-    ph, pw = model.patch_embed.patch_size
-    grid_h, grid_w = images.shape[-2] // ph, images.shape[-1] // pw
-    shown = (images.cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(0, 1)
-    rows, cols = images.shape[0], len(panels) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.4 * rows), squeeze=False)
-    for r in range(rows):
-        picture = shown[r].permute(1, 2, 0).numpy()
-        axes[r][0].imshow(picture)
-        axes[r][0].set_title(titles[r] if titles else "input", fontsize=7)
-        for c, (name, mask) in enumerate(panels, start=1):
-            keep = mask[r].float().cpu().reshape(grid_h, grid_w)
-            keep = keep.repeat_interleave(ph, 0).repeat_interleave(pw, 1)[..., None].numpy()
-            axes[r][c].imshow(picture * (0.25 + 0.75 * keep) + 0.6 * (1 - keep) * [0.2, 0.2, 0.8])
-            axes[r][c].set_title(f"{name}: {float(mask[r].float().mean()):.0%}", fontsize=7)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.suptitle("bright: patch computed, blue: patch skipped", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _draw(images, _keep_panels(model), _patch_size(model), path, mean, std,
+                 titles or ["input"] * images.shape[0], "bright: patch computed, blue: patch skipped")
+
+
+@torch.no_grad()
+def plot_frame_skip_maps(
+        model: nn.Module,
+        clip: torch.Tensor,
+        path: Path,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        title: str = "",
+) -> Path:
+    """Save a grid for one video clip: one row per frame, the frame then one panel per dispatched sub-block.
+
+    Args:
+        model: A video model around a converted backbone (frames folded into the backbone's batch).
+        clip: One normalised clip [1, T, 3, H, W].
+        path: PNG file to write.
+        mean: Normalisation mean.
+        std: Normalisation std.
+        title: Caption (e.g. the predicted class).
+    """
+    if clip.ndim != 5 or clip.shape[0] != 1:
+        raise ValueError(f"plot_frame_skip_maps: expected one clip [1, T, 3, H, W], got {tuple(clip.shape)}")
+    model(clip)
+    frames = clip[0]
+    heading = (f"{title}: " if title else "") + "bright: patch computed, blue: patch skipped"
+    return _draw(frames, _keep_panels(model), _patch_size(model), path, mean, std,
+                 [f"frame {t}" for t in range(frames.shape[0])], heading)

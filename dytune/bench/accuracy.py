@@ -1,50 +1,14 @@
 """Accuracy against compute budget: one trained model, thresholds re-calibrated per keep rate, no retraining."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ..calibrate import calibrate, dispatchers
+from ..calibrate import sweep_keep_rates
 from ..convert import keep_rates
 from ..flops import count_macs
-
-
-def sweep_keep_rates(
-        model: nn.Module,
-        calibration_images: torch.Tensor,
-        keep_rates_to_try: Sequence[float],
-        score: Callable[[float], Dict[str, Any]],
-        per_layer: bool = False,
-) -> List[Dict[str, Any]]:
-    """score(rate) of the model calibrated to each keep rate; the model's own thresholds and train/eval state are
-    restored afterwards.
-
-    Args:
-        model: A converted (trained) model; `score` is called with it in eval mode (sparse execution).
-        calibration_images: Images the thresholds are calibrated on (e.g. a batch of training images).
-        keep_rates_to_try: Keep rates in [0, 1].
-        score: Evaluates the calibrated model; called once per rate.
-        per_layer: Calibrate each dispatcher to the rate (True) or shift one shared threshold (False, the default:
-            it keeps a trained model's choice of which layers compute; equal rates cost mini-VTAB models 9.6
-            points at keep rate 0.5, docs/minivtab.md).
-    """
-    gates = dispatchers(model)
-    saved = [g.logit_threshold.clone() for g in gates]
-    was_training = model.training
-    device = next(model.parameters()).device
-    try:
-        rows = []
-        for rate in keep_rates_to_try:
-            calibrate(model, calibration_images.to(device), rate, per_layer=per_layer)
-            model.eval()
-            rows.append(score(float(rate)))
-        return rows
-    finally:
-        for gate, value in zip(gates, saved):
-            gate.logit_threshold.copy_(value)
-        model.train(was_training)
 
 
 @torch.no_grad()

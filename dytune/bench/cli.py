@@ -10,6 +10,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from ..checkpoint import atomic_write
 from ..cli import keep_rates_arg
 from ..config import VARIANTS
 from .runner import METHODS, PRECISIONS, BenchSettings, build_models, run_benchmark
@@ -146,12 +147,12 @@ def run_accuracy(args: argparse.Namespace, settings: BenchSettings) -> Dict[str,
 
     settings.methods = ("dyt",)
     models = build_models(settings, torch.device(args.device))
-    sweeps = {}
-    for name, entry in models.items():
-        images, labels = _load_labelled(args.accuracy_data, entry.model)
-        split = min(args.calibration_images, images.shape[0] // 2)
-        batches = [(images[i:i + 64], labels[i:i + 64]) for i in range(split, images.shape[0], 64)]
-        sweeps[name] = accuracy_vs_budget(entry.model, batches, args.budgets, images[:split])
+    # decoded once: the models share one backbone, hence one data config
+    images, labels = _load_labelled(args.accuracy_data, next(iter(models.values())).model)
+    split = min(args.calibration_images, images.shape[0] // 2)
+    batches = [(images[i:i + 64], labels[i:i + 64]) for i in range(split, images.shape[0], 64)]
+    sweeps = {name: accuracy_vs_budget(entry.model, batches, args.budgets, images[:split])
+              for name, entry in models.items()}
     return {"accuracy_data": str(args.accuracy_data), "calibration_images": args.calibration_images,
             "accuracy_vs_budget": sweeps}
 
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     for p in args.precision:
         if p not in PRECISIONS:
-            raise SystemExit(f"dytune bench: --precision {p!r}: expected fp32, bf16 or fp16")
+            raise ValueError(f"dytune bench: --precision {p!r}: expected a comma list of fp32, bf16, fp16")
     settings = settings_from_args(args)
     if args.accuracy_data:
         result = run_accuracy(args, settings)
@@ -177,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     result["argv"] = sys.argv
     out = args.out or Path("runs") / "bench" / f"{args.model}_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    text = json.dumps(result, indent=2) + "\n"
+    atomic_write(out, lambda tmp: Path(tmp).write_text(text))  # a killed benchmark never leaves half a JSON file
     print(f"wrote {out}")
     return 0

@@ -16,8 +16,10 @@ from torch import nn
 
 from ..convert import dynamic_blocks
 from ..modules.adapter import Adapter
+from ..modules.blocks import MLPDispatchBlock
 
 OFFICIAL_FILE = Path("models") / "model_speed_test.py"
+OFFICIAL_VARIANT = MLPDispatchBlock.variant  # the only dispatch variant of the official fast-inference code
 
 
 def load_official_module(repo: Union[str, Path]) -> ModuleType:
@@ -38,7 +40,7 @@ def load_official_module(repo: Union[str, Path]) -> ModuleType:
 def _check_mappable(model: nn.Module) -> None:
     blocks = dynamic_blocks(model)
     problems = []
-    if any(b.variant != "mlp" or not b.dynamic for b in blocks):
+    if any(not isinstance(b, MLPDispatchBlock) or not b.dynamic for b in blocks):
         problems.append("every block must use MLP dispatch")
     elif any(not isinstance(b.mlp_adapter, Adapter) for b in blocks):
         problems.append("MoE adapters have no official fast-inference counterpart")

@@ -16,9 +16,9 @@ from .. import __version__
 from ..calibrate import calibrate
 from ..checkpoint import from_pretrained, load_backbone_weights
 from ..config import VARIANTS, DyTConfig
-from ..convert import convert, execution, keep_rates, logits_only
+from ..convert import convert, converted_config, execution, keep_rates, logits_only
 from ..flops import count_macs
-from ..tome import apply_tome
+from ..tome import apply_tome, supports_proportional_attention
 from .memory import peak_memory_bytes
 from .timing import time_interleaved
 
@@ -79,6 +79,7 @@ class BenchModel:
     reference: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # logits of the reference path
     dynamic: bool = False
     macs_model: Optional[nn.Module] = None  # counted instead of `model` (whose layers count_macs does not know)
+    variant: Optional[str] = None  # the DyT dispatch variant of the model's dynamic blocks (None: not a DyT model)
 
 
 def images_for(model: nn.Module, batch: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -103,9 +104,11 @@ def _backbone(settings: BenchSettings) -> nn.Module:
     return base.eval()
 
 
-def _calibrated(model: nn.Module, images: torch.Tensor, keep_rate: Optional[float]) -> nn.Module:
+def _calibrated(model: nn.Module, images: torch.Tensor, keep_rate: Optional[float], per_layer: bool) -> nn.Module:
+    """Set the keep rate: per layer for untrained dispatchers (every layer at the rate, the FLOPs-ideal setting
+    the speed tables measure), by one shared shift for a trained model (keeps its per-layer choice)."""
     if keep_rate is not None:
-        calibrate(model, images, keep_rate)
+        calibrate(model, images, keep_rate, per_layer=per_layer)
     return model.eval()
 
 
@@ -114,18 +117,18 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
     all sharing the backbone weights, on `device` in eval mode."""
     base = _backbone(settings)
     calib = images_for(base, settings.calibration_images, settings.seed + 1, torch.device("cpu"))
-    dyts: Dict[str, nn.Module] = {}
+    dyts: Dict[str, nn.Module] = {}  # dispatch variant -> DyT model
     if settings.checkpoint:
         trained = from_pretrained(settings.checkpoint, base=copy.deepcopy(base))
         if trained.num_classes != base.num_classes:
             base.reset_classifier(trained.num_classes)
-        dyts[f"dyt-{trained.dytune_config.variant}"] = _calibrated(trained, calib, settings.keep_rate)
-        config = trained.dytune_config
+        config = converted_config(trained)
+        dyts[config.variant] = _calibrated(trained, calib, settings.keep_rate, per_layer=False)
     else:
         config = DyTConfig(bottleneck=settings.bottleneck)
         for variant in settings.variants:
             dyt = convert(copy.deepcopy(base), DyTConfig(variant=variant, bottleneck=settings.bottleneck))
-            dyts[f"dyt-{variant}"] = _calibrated(dyt, calib, settings.keep_rate)
+            dyts[variant] = _calibrated(dyt, calib, settings.keep_rate, per_layer=True)
     models: Dict[str, BenchModel] = {}
     methods = settings.methods
     if "dense" in methods:
@@ -135,37 +138,40 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
                                                              layers=()))
         models["adaptformer"] = BenchModel("adaptformer", adaptformer.eval())
     if "dyt" in methods:
-        for name, dyt in dyts.items():
-            models[name] = BenchModel(name, dyt, reference=_masked(dyt), dynamic=True)
+        for variant, dyt in dyts.items():
+            name = f"dyt-{variant}"
+            models[name] = BenchModel(name, dyt, reference=_masked(dyt), dynamic=True, variant=variant)
     if "dyt+logits" in methods:
-        for name, dyt in dyts.items():
-            key = f"{name}+logits-only"
+        for variant, dyt in dyts.items():
+            key = f"dyt-{variant}+logits-only"
             try:
                 pruned = logits_only(copy.deepcopy(dyt))
             except ValueError as err:
                 warnings.warn(f"dytune bench: no {key} row: {err}", stacklevel=2)
                 continue
-            models[key] = BenchModel(key, pruned, reference=_masked(pruned), dynamic=True)
+            models[key] = BenchModel(key, pruned, reference=_masked(pruned), dynamic=True, variant=variant)
     if "tome" in methods:
         tome = apply_tome(copy.deepcopy(base), settings.tome_r, settings.proportional_attention)
         models[f"tome-r{settings.tome_r}"] = BenchModel(f"tome-r{settings.tome_r}", tome.eval())
     if "dyt+tome" in methods:
-        for name, dyt in dyts.items():
-            merged = apply_tome(copy.deepcopy(dyt), settings.tome_r,
-                                settings.proportional_attention and name == "dyt-mlp")
-            merged = _calibrated(merged, calib, settings.keep_rate)
-            key = f"{name}+tome-r{settings.tome_r}"
-            models[key] = BenchModel(key, merged, reference=_masked(merged), dynamic=True)
+        for variant, dyt in dyts.items():
+            proportional = settings.proportional_attention and supports_proportional_attention(dyt)
+            merged = apply_tome(copy.deepcopy(dyt), settings.tome_r, proportional)
+            merged = _calibrated(merged, calib, settings.keep_rate, per_layer=not settings.checkpoint)
+            key = f"dyt-{variant}+tome-r{settings.tome_r}"
+            models[key] = BenchModel(key, merged, reference=_masked(merged), dynamic=True, variant=variant)
     if "official" in methods:
         if not settings.official_repo:
             raise ValueError("the 'official' method needs official_repo (a clone of NUS-HPC-AI-Lab/Dynamic-Tuning)")
-        if "dyt-mlp" not in dyts:
-            raise ValueError("the official model mirrors the MLP-dispatch DyT model; include variant 'mlp'")
-        from .official import official_model
+        from .official import OFFICIAL_VARIANT, official_model
 
-        mirrored = dyts["dyt-mlp"]
-        models["official-dyt-mlp"] = BenchModel("official-dyt-mlp", official_model(settings.official_repo, mirrored),
-                                                reference=mirrored, macs_model=mirrored)
+        mirrored = dyts.get(OFFICIAL_VARIANT)
+        if mirrored is None:
+            raise ValueError(f"the official model mirrors the {OFFICIAL_VARIANT!r}-dispatch DyT model; include "
+                             f"variant {OFFICIAL_VARIANT!r}")
+        key = f"official-dyt-{OFFICIAL_VARIANT}"
+        models[key] = BenchModel(key, official_model(settings.official_repo, mirrored), reference=mirrored,
+                                 macs_model=mirrored, variant=OFFICIAL_VARIANT)
     for entry in models.values():
         entry.model.to(device)
     return models

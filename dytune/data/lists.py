@@ -9,11 +9,11 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 
-def read_list(list_file: Path, num_classes: Optional[int] = None) -> List[Tuple[str, int]]:
-    """Parse a list file, naming the file and line of anything malformed."""
+def read_list_lines(list_file: Path, num_classes: Optional[int] = None) -> List[Tuple[int, str, int]]:
+    """Parse a list file into (line number, image path, label), naming the file and line of anything malformed."""
     if not list_file.is_file():
         raise FileNotFoundError(f"{list_file}: list file not found")
-    samples = []
+    rows = []
     for number, line in enumerate(list_file.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -23,10 +23,15 @@ def read_list(list_file: Path, num_classes: Optional[int] = None) -> List[Tuple[
         label = int(parts[1])
         if label < 0 or (num_classes is not None and label >= num_classes):
             raise ValueError(f"{list_file}:{number}: label {label} is outside 0..{(num_classes or 1) - 1}")
-        samples.append((parts[0], label))
-    if not samples:
+        rows.append((number, parts[0], label))
+    if not rows:
         raise ValueError(f"{list_file}: the split is empty")
-    return samples
+    return rows
+
+
+def read_list(list_file: Path, num_classes: Optional[int] = None) -> List[Tuple[str, int]]:
+    """Parse a list file into (image path, label), naming the file and line of anything malformed."""
+    return [(path, label) for _, path, label in read_list_lines(list_file, num_classes)]
 
 
 def load_rgb(path: Path) -> Image.Image:

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
-from .lists import ImageListDataset, read_list
+from .lists import ImageListDataset, read_list_lines
 
 VTAB_CLASSES: Dict[str, int] = {
     "cifar": 100, "caltech101": 102, "dtd": 47, "oxford_flowers102": 102, "oxford_iiit_pet": 37, "svhn": 10,
@@ -23,18 +23,33 @@ VTAB_SPLITS = ("train800", "val200", "train800val200", "test")
 
 
 def num_classes(root: os.PathLike, task: str) -> int:
-    """Class count of a task: the VTAB-1K table, else `classes.txt` in the task folder, else the largest label + 1."""
+    """Class count of a task: the VTAB-1K table, else `classes.txt` in the task folder (one name per line), else the
+    largest label + 1 of its list files, which must then leave no class without an image."""
     if task in VTAB_CLASSES:
         return VTAB_CLASSES[task]
     folder = Path(root) / task
     names = folder / "classes.txt"
     if names.is_file():
-        return len([n for n in names.read_text().splitlines() if n.strip()])
-    labels = [label for split in ("train800val200", "test") if (folder / f"{split}.txt").is_file()
-              for _, label in read_list(folder / f"{split}.txt")]
-    if not labels:
-        raise FileNotFoundError(f"{folder}: no train800val200.txt or test.txt to read the classes from")
-    return max(labels) + 1
+        count = len([n for n in names.read_text().splitlines() if n.strip()])
+        if not count:
+            raise ValueError(f"{names}: no class names (expected one per line)")
+        return count
+    first_line: Dict[int, Tuple[Path, int]] = {}  # label -> (list file, line) of its first image
+    for split in VTAB_SPLITS:
+        file = folder / f"{split}.txt"
+        if file.is_file():
+            for number, _, label in read_list_lines(file):
+                first_line.setdefault(label, (file, number))
+    if not first_line:
+        raise FileNotFoundError(f"{folder}: no {', '.join(s + '.txt' for s in VTAB_SPLITS)} to read the classes from")
+    top = max(first_line)
+    missing = sorted(set(range(top)) - set(first_line))
+    if missing:
+        file, number = first_line[top]
+        shown = ", ".join(map(str, missing[:20])) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise ValueError(f"{file}:{number}: label {top} implies {top + 1} classes, but no image in any split of "
+                         f"{folder} has label {shown}; fix the label, or list the {top + 1} class names in {names}")
+    return top + 1
 
 
 def vtab_dataset(

@@ -12,6 +12,25 @@ from typing import Any, Dict, List
 from ..checkpoint import atomic_write
 from ..cli import keep_rates_arg
 from .config import TrainConfig
+from .rundir import RUN_FILES, has_checkpoint
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a torchrun job (or not under torchrun): the one that prints and writes."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank() == 0
+    except ImportError:
+        pass
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a result file atomically (readers never see half of it), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -67,9 +86,9 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     from .trainer import train
 
-    cfg = TrainConfig.load(args.config, args.overrides)
+    cfg = TrainConfig.load(args.config, args.overrides)  # every setting checked before anything is written
     results = train(cfg, resume=args.resume)
-    if results["final"]:
+    if results["final"] and is_main_process():
         print(results_table(results))
     return 0
 
@@ -101,22 +120,24 @@ def format_budget_curve(rows: List[Dict[str, Any]]) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .trainer import budget_curve_run, evaluate_run
+    from .runs import budget_curve_run, evaluate_run
 
     if args.budgets is None:
         metrics = evaluate_run(args.run_dir, tuple(args.overrides), args.checkpoint, args.execution)
-        print(json.dumps(metrics, indent=2))
+        if is_main_process():  # under torchrun every rank has the metrics; one JSON document on stdout
+            print(json.dumps(metrics, indent=2))
         return 0
     if args.execution is not None:
-        raise SystemExit("dytune eval: --budgets scores sparse inference; leave out --execution")
+        raise ValueError("dytune eval: --budgets scores sparse inference; leave out --execution")
     rows = budget_curve_run(args.run_dir, args.budgets, tuple(args.overrides), args.checkpoint,
                             args.calibration_images, args.per_layer)
+    if not is_main_process():
+        return 0
     print(format_budget_curve(rows))
     if args.out is not None:
         report = {"run_dir": str(args.run_dir), "checkpoint": args.checkpoint, "per_layer": args.per_layer,
                   "calibration_images": args.calibration_images, "rows": rows}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+        write_text(args.out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
 
@@ -136,8 +157,11 @@ def run_vtab(args: argparse.Namespace) -> int:
             continue
         cmd = [sys.executable, "-m", "dytune", "train", *sum((["-c", c] for c in args.config), []), *args.overrides,
                f"task={task}", f"output_dir={out}"]
-        if (out / "last" / "train_state.pt").is_file():
+        if has_checkpoint(out):
             cmd.append("--resume")
+        elif any((out / name).exists() for name in RUN_FILES):
+            print(f"{task}: an earlier attempt left no checkpoint in {out}; starting it over")
+            cmd.append("overwrite=true")
         pending.append((task, cmd))
     failed = []
     running: list = []
@@ -165,6 +189,5 @@ def run_vtab_summary(args: argparse.Namespace) -> int:
     table = vtab_table(args.runs, args.metric)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
+        write_text(args.out, table + "\n")
     return 0

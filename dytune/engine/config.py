@@ -1,95 +1,295 @@
-"""Training configuration: one dataclass, YAML presets and `key=value` overrides."""
+"""Training configuration: one dataclass, YAML presets and `key=value` overrides.
+
+Every setting is parsed to its declared type (the dataclass annotation) and checked against the range or choices
+declared next to its help text, when a config is built (`TrainConfig(...)`, `from_dict`, `load`) and whenever a
+field is assigned. A bad value therefore fails before a run writes anything, with a message naming the setting, the
+value and what was expected.
+"""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from ..config import DyTConfig
+from ..config import VARIANTS, DyTConfig
+
+__all__ = ["TrainConfig", "Bounds", "RESUME_IGNORED", "differences"]
+
+# Settings a resumed run may differ in: they do not change what is trained (stop_after, num_workers), or they say
+# where the run lives rather than what it is (output_dir: a moved or copied run folder resumes; overwrite only
+# concerns fresh runs).
+RESUME_IGNORED: Tuple[str, ...] = ("stop_after", "num_workers", "output_dir", "overwrite")
 
 
-def _help(text: str, default: Any) -> Any:
+@dataclass(frozen=True)
+class Bounds:
+    """The interval a number setting (or every number of a list setting) must lie in; `None` leaves a side open."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_0, AT_LEAST_1, POSITIVE = Bounds(0), Bounds(1), Bounds(0, low_open=True)
+Choices = Union[Sequence[str], Callable[[], Sequence[str]]]
+
+
+def _methods() -> Sequence[str]:
+    from .methods import METHODS  # late: methods.py imports torch and the baselines, and may gain registered methods
+
+    return tuple(METHODS)
+
+
+def _datasets() -> Sequence[str]:
+    from ..tasks import TASKS  # late: the task registry may gain plug-in tasks and their datasets
+
+    return tuple(dataset for task in TASKS.values() for dataset in task.datasets)
+
+
+def _setting(text: str, default: Any, bounds: Optional[Bounds] = None, choices: Optional[Choices] = None,
+             pattern: Optional[Tuple[str, str]] = None) -> Any:
+    """A dataclass field with its help text and what its values must satisfy.
+
+    Args:
+        text: Help text (`dytune train --help-config`).
+        default: Default value (lists and dicts are copied per instance).
+        bounds: Interval of a number, or of every number of a list.
+        choices: Allowed strings, or a function returning them (evaluated when a value is checked).
+        pattern: (regular expression the whole string must match, its description for messages).
+    """
+    metadata = {"help": text, "bounds": bounds, "choices": choices, "pattern": pattern}
     if isinstance(default, (list, dict, tuple)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": text})
-    return field(default=default, metadata={"help": text})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _import_all(modules: Sequence[str]) -> None:
+    """Import the `custom_imports` modules, naming the one that fails."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"custom_imports: cannot import {module!r} ({e})") from e
+
+
+class _Mismatch(Exception):
+    """A value that is not of the declared type, range or choices (turned into a ValueError naming the setting)."""
+
+
+_NONE_WORDS = {"", "none", "null", "~"}
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _choices(metadata: typing.Mapping[str, Any]) -> Optional[Sequence[str]]:
+    choices = metadata.get("choices")
+    return choices() if callable(choices) else choices
+
+
+def _noun(hint: Any, plural: bool = False) -> str:
+    if hint is bool:
+        return "true or false"
+    names = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings")}
+    return names.get(hint, ("a value", "values"))[plural]
+
+
+def _expected(hint: Any, metadata: typing.Mapping[str, Any]) -> str:
+    """What a setting of annotation `hint` accepts, in words: 'an integer >= 1', 'one of fp32, bf16, fp16', ..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bounds, choices, pattern = metadata.get("bounds"), _choices(metadata), metadata.get("pattern")
+    if origin is Union:
+        return _expected(next(a for a in args if a is not type(None)), metadata) + " or None"
+    if origin is list:
+        return f"a list of {_noun(args[0], plural=True)}" + (f" {bounds}" if bounds else "")
+    if origin is dict:
+        return "a mapping of names to values"
+    if choices is not None:
+        return "one of " + ", ".join(choices)
+    if pattern is not None:
+        return pattern[1]
+    return _noun(hint) + (f" {bounds}" if bounds else "")
+
+
+def _convert(hint: Any, value: Any, metadata: typing.Mapping[str, Any]) -> Any:
+    """`value` as annotation `hint` says, within the field's bounds and choices; raises _Mismatch otherwise."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+            return None
+        return _convert(next(a for a in args if a is not type(None)), value, metadata)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        return [_convert(args[0], item, metadata) for item in value]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise _Mismatch
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise _Mismatch
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise _Mismatch
+        choices, pattern = _choices(metadata), metadata.get("pattern")
+        if (choices is not None and value not in choices) or (pattern and not re.fullmatch(pattern[0], value)):
+            raise _Mismatch
+        return value
+    if hint in (int, float):
+        if isinstance(value, str):
+            try:
+                value = int(value) if hint is int else float(value)  # e.g. lr=1e-3, which YAML 1.1 leaves a string
+            except ValueError:
+                raise _Mismatch from None
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if hint is int else numbers.Real):
+            raise _Mismatch
+        value = hint(value)
+        bounds = metadata.get("bounds")
+        if not math.isfinite(value) or (bounds is not None and value not in bounds):
+            raise _Mismatch
+        return value
+    raise TypeError(f"TrainConfig has a field annotated {hint!r}, which settings cannot be parsed to")
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 @dataclass
 class TrainConfig:
-    """Everything one training or evaluation run needs; written resolved to `<output_dir>/config.yaml`."""
+    """Everything one training or evaluation run needs; written resolved to `<output_dir>/config.yaml`.
 
+    Values are parsed to each field's type and checked against its range when the config is built and when a field
+    is assigned; `TrainConfig.help()` lists every field with what it accepts.
+    """
+
+    # plug-ins: first, so that the tasks and methods they register are known when the other settings are checked
+    custom_imports: List[str] = _setting("Python modules to import first, e.g. a package that registers its own "
+                                         "task (dytune.tasks.register_task) or method (register_method)", [])
     # data
-    dataset: str = _help("vtab, folder (ImageFolder with train/ and val/), or a torchvision name: cifar100, svhn, "
-                         "food101, fgvc_aircraft, oxford_iiit_pet, stanford_cars, flowers102, dtd, fashion_mnist", "vtab")
-    data_root: str = _help("Dataset root (for vtab: the folder holding one sub-folder per task)", "")
-    task: str = _help("VTAB-1K task folder, e.g. cifar or clevr_count", "")
-    train_split: str = _help("Training split (vtab: train800val200 or train800)", "train800val200")
-    eval_split: str = _help("Evaluation split (vtab: test or val200; folder: val or test)", "test")
-    img_size: int = _help("Input resolution", 224)
-    augment: str = _help("none (resize only, VTAB) or rrc_flip (RandomResizedCrop + flip)", "none")
-    mean: List[float] = _help("Normalisation mean", [0.5, 0.5, 0.5])
-    std: List[float] = _help("Normalisation std", [0.5, 0.5, 0.5])
-    cache_images: bool = _help("Keep decoded images in memory (small sets such as VTAB-1K)", False)
-    skip_bad_images: bool = _help("Skip missing or undecodable images (counted in the log) instead of failing", False)
-    download: bool = _help("Let torchvision download the dataset (needs internet)", False)
-    num_workers: int = _help("Data-loading worker processes", 4)
+    dataset: str = _setting("vtab (VTAB-1K layout), folder (ImageFolder with train/ and val/), a torchvision "
+                            "dataset of the paper, or a dataset of another registered task", "vtab",
+                            choices=_datasets)
+    data_root: str = _setting("Dataset root (for vtab: the folder holding one sub-folder per task)", "")
+    task: str = _setting("VTAB-1K task folder, e.g. cifar or clevr_count", "")
+    train_split: str = _setting("Training split (vtab: train800val200 or train800)", "train800val200")
+    eval_split: str = _setting("Evaluation split (vtab: test or val200; folder: val or test)", "test")
+    img_size: int = _setting("Input resolution", 224, AT_LEAST_1)
+    augment: str = _setting("none (resize only, VTAB) or rrc_flip (RandomResizedCrop + flip)", "none",
+                            choices=("none", "rrc_flip"))
+    mean: List[float] = _setting("Normalisation mean", [0.5, 0.5, 0.5])
+    std: List[float] = _setting("Normalisation std", [0.5, 0.5, 0.5], POSITIVE)
+    cache_images: bool = _setting("Keep decoded images (or video clips) in memory (small sets such as VTAB-1K)",
+                                  False)
+    skip_bad_images: bool = _setting("Skip missing or undecodable images (counted in the log) instead of failing",
+                                     False)
+    download: bool = _setting("Let torchvision download the dataset (needs internet)", False)
+    num_workers: int = _setting("Data-loading worker processes", 4, AT_LEAST_0)
+    # video (dataset=k400 or ssv2)
+    num_frames: int = _setting("Video: frames per clip (K400: dense frames; SSv2: one per TSN segment)", 8, AT_LEAST_1)
+    frame_stride: int = _setting("Video, K400 layout: frames between two sampled frames", 16, AT_LEAST_1)
+    test_views: int = _setting("Video at test: temporal views (K400) or spatial crops (SSv2), logits averaged", 3,
+                               AT_LEAST_1)
+    temporal_embed: bool = _setting("Video: add a learnable embedding per frame index before the attentive pooling "
+                                    "(off: the paper's order-blind pooling)", False)
+    skip_bad_videos: bool = _setting("Video: skip missing or undecodable videos (counted in results.json) instead "
+                                     "of failing", False)
+    video_backend: str = _setting("Video decoder: auto (torchcodec when it imports, else PyAV), pyav or torchcodec",
+                                  "auto", choices=("auto", "pyav", "torchcodec"))
     # model
-    model: str = _help("timm model name", "vit_base_patch16_224")
-    pretrained: bool = _help("Load timm's pretrained weights (downloads; ignored with checkpoint_path)", False)
-    checkpoint_path: str = _help("Local backbone weights (.pth/.bin/.safetensors/.npz)", "")
-    model_kwargs: Dict[str, Any] = _help("Extra timm.create_model arguments (e.g. img_size, depth)", {})
+    model: str = _setting("timm model name", "vit_base_patch16_224")
+    pretrained: bool = _setting("Load timm's pretrained weights (downloads; ignored with checkpoint_path)", False)
+    checkpoint_path: str = _setting("Local backbone weights (.pth/.bin/.safetensors/.npz)", "")
+    model_kwargs: Dict[str, Any] = _setting("Extra timm.create_model arguments (e.g. img_size, depth)", {})
     # method
-    method: str = _help("dyt, dyt-nodistill, dyt-moe, adaptformer, lora, vpt, linear or full", "dyt")
-    variant: str = _help("DyT dispatch variant: mlp, attn, attn_mlp or layer", "mlp")
-    bottleneck: int = _help("Adapter bottleneck (8 on VTAB-1K, 64 on full datasets)", 8)
-    adapter_scale: float = _help("Adapter output scale (1 on VTAB-1K, 0.1 on full datasets)", 1.0)
-    adapter_dropout: float = _help("Adapter dropout", 0.1)
-    experts: int = _help("Experts of the MoE adapter (dyt-moe)", 4)
-    target_rate: float = _help("Target keep rate r of DyT", 0.5)
-    rate_weight: float = _help("Weight of the rate loss", 2.0)
-    tau: float = _help("Gumbel-sigmoid temperature", 5.0)
-    tau_final: Optional[float] = _help("Anneal tau linearly to this value over training (None: constant)", None)
-    lora_rank: int = _help("LoRA rank on qkv", 8)
-    lora_alpha: float = _help("LoRA scaling numerator (scale = alpha / rank)", 8.0)
-    vpt_tokens: int = _help("VPT-deep prompt tokens per block", 10)
+    method: str = _setting("Fine-tuning method (adaptformer: DyT's adapter without dispatcher; linear: head only)",
+                           "dyt", choices=_methods)
+    variant: str = _setting("DyT dispatch variant: what a skipped token skips", "mlp", choices=VARIANTS)
+    bottleneck: int = _setting("Adapter bottleneck (8 on VTAB-1K, 64 on full datasets)", 8, AT_LEAST_1)
+    adapter_scale: float = _setting("Adapter output scale (1 on VTAB-1K, 0.1 on full datasets)", 1.0)
+    adapter_dropout: float = _setting("Adapter dropout", 0.1, Bounds(0, 1, high_open=True))
+    experts: int = _setting("Experts of the MoE adapter (dyt-moe)", 4, AT_LEAST_1)
+    target_rate: float = _setting("Target keep rate r of DyT", 0.5, Bounds(0, 1, low_open=True))
+    rate_weight: float = _setting("Weight of the rate loss", 2.0, AT_LEAST_0)
+    tau: float = _setting("Gumbel-sigmoid temperature", 5.0, POSITIVE)
+    tau_final: Optional[float] = _setting("Anneal tau linearly to this value over training (None: constant)", None,
+                                          POSITIVE)
+    lora_rank: int = _setting("LoRA rank on qkv", 8, AT_LEAST_1)
+    lora_alpha: float = _setting("LoRA scaling numerator (scale = alpha / rank)", 8.0)
+    vpt_tokens: int = _setting("VPT-deep prompt tokens per block", 10, AT_LEAST_1)
     # optimisation
-    epochs: int = _help("Training epochs", 100)
-    batch_size: int = _help("Batch size per process", 64)
-    lr: Optional[float] = _help("Absolute learning rate; None: blr * global batch / 256", None)
-    blr: float = _help("Base learning rate per 256 images (used when lr is None)", 1e-3)
-    weight_decay: float = _help("AdamW weight decay (not applied to biases, norms, tokens, position embeddings)", 1e-4)
-    warmup_epochs: float = _help("Linear warm-up epochs (per-iteration)", 10.0)
-    min_lr: float = _help("Final learning rate of the cosine decay", 1e-5)
-    accum_steps: int = _help("Gradient accumulation steps", 1)
-    clip_grad: Optional[float] = _help("Clip the gradient norm to this value (None: no clipping)", None)
-    precision: str = _help("fp32, bf16 (CPU and CUDA) or fp16 (CUDA, with a gradient scaler)", "fp32")
-    label_smoothing: float = _help("Label smoothing", 0.0)
-    seed: int = _help("Random seed", 0)
+    epochs: int = _setting("Training epochs", 100, AT_LEAST_1)
+    batch_size: int = _setting("Batch size per process", 64, AT_LEAST_1)
+    lr: Optional[float] = _setting("Absolute learning rate; None: blr * global batch / 256", None, AT_LEAST_0)
+    blr: float = _setting("Base learning rate per 256 images (used when lr is None)", 1e-3, POSITIVE)
+    weight_decay: float = _setting("AdamW weight decay (not applied to biases, norms, tokens, position embeddings)",
+                                   1e-4, AT_LEAST_0)
+    warmup_epochs: float = _setting("Linear warm-up epochs (per-iteration)", 10.0, AT_LEAST_0)
+    min_lr: float = _setting("Final learning rate of the cosine decay", 1e-5, AT_LEAST_0)
+    accum_steps: int = _setting("Gradient accumulation steps", 1, AT_LEAST_1)
+    clip_grad: Optional[float] = _setting("Clip the gradient norm to this value (None: no clipping)", None, POSITIVE)
+    precision: str = _setting("Compute precision: bf16 on CPU and CUDA, fp16 on CUDA (with a gradient scaler)", "fp32",
+                              choices=("fp32", "bf16", "fp16"))
+    label_smoothing: float = _setting("Label smoothing", 0.0, Bounds(0, 1, high_open=True))
+    seed: int = _setting("Random seed", 0, AT_LEAST_0)
     # run
-    output_dir: str = _help("Run folder: config, log, checkpoints, results", "runs/default")
-    eval_every: int = _help("Evaluate every N epochs (and after the last)", 1)
-    device: str = _help("auto, cpu, cuda or cuda:N", "auto")
-    stop_after: Optional[int] = _help("Stop this invocation after N epochs (time-boxed jobs; continue with resume)", None)
+    output_dir: str = _setting("Run folder: config, log, checkpoints, results", "runs/default",
+                               pattern=(r"(?s).*\S.*", "a folder path (not empty)"))
+    overwrite: bool = _setting("Start a fresh run in an output_dir that holds another run: delete that run's "
+                               "files first (otherwise refused; continue a run with --resume instead)", False)
+    eval_every: int = _setting("Evaluate every N epochs (and after the last)", 1, AT_LEAST_1)
+    device: str = _setting("Device (auto: cuda when available, else cpu)", "auto",
+                           pattern=(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, mps, cuda or cuda:N"))
+    stop_after: Optional[int] = _setting("Stop this invocation after N epochs (time-boxed jobs; continue with "
+                                         "resume)", None, AT_LEAST_1)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        spec = type(self).__dataclass_fields__.get(name)
+        if spec is not None:
+            hint = _hints(type(self))[name]
+            try:
+                value = _convert(hint, value, spec.metadata)
+            except _Mismatch:
+                raise ValueError(f"{name}={value!r}: expected {_expected(hint, spec.metadata)}") from None
+            if name == "custom_imports":
+                _import_all(value)
+        super().__setattr__(name, value)
 
     def __post_init__(self) -> None:
-        from .methods import METHODS
+        self.dyt_config()  # the DyT fields together
 
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r}: expected one of {', '.join(METHODS)}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision={self.precision!r}: expected fp32, bf16 or fp16")
-        for name in ("epochs", "batch_size", "accum_steps", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected an integer >= 1")
-        self.dyt_config()  # validates the DyT fields
-
-    def dyt_config(self, layers: Optional[Sequence[int]] = None) -> DyTConfig:
-        """The DyTConfig of the DyT-family methods."""
+    def dyt_config(self, layers: Optional[Sequence[int]] = None, experts: int = 1) -> DyTConfig:
+        """The DyTConfig of the DyT-family methods (the methods say whether they use `experts`)."""
         return DyTConfig(variant=self.variant, bottleneck=self.bottleneck, adapter_scale=self.adapter_scale,
-                         adapter_dropout=self.adapter_dropout, experts=self.experts if self.method == "dyt-moe" else 1,
+                         adapter_dropout=self.adapter_dropout, experts=experts,
                          tau=self.tau, tau_final=self.tau_final, target_rate=self.target_rate, layers=layers)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -102,41 +302,58 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any], source: str = "config") -> "TrainConfig":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
+        """Build from a mapping of settings; errors name `source` (a file, 'overrides', a suite run) and the setting."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(map(str, set(values) - names))
         if unknown:
             raise ValueError(f"{source}: unknown setting(s) {unknown}; see `dytune train --help-config`")
-        coerced = {}
-        for key, value in values.items():
-            default = fields[key].default
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            coerced[key] = value
-        return cls(**coerced)
+        try:
+            return cls(**values)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
     @classmethod
     def load(cls, files: Sequence[str] = (), overrides: Sequence[str] = ()) -> "TrainConfig":
-        """Merge YAML files (later wins) and `key=value` overrides (values parsed as YAML)."""
+        """Merge YAML files (later wins) and `key=value` overrides (values parsed as YAML).
+
+        The override of a text setting keeps the text as typed when YAML would read it as something else, so
+        `task=2020` is the task '2020'.
+        """
         values: Dict[str, Any] = {}
         for file in files:
             path = Path(file)
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: config file not found")
-            loaded = yaml.safe_load(path.read_text()) or {}
+            try:
+                loaded = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ValueError(f"{path}: not valid YAML ({e})") from None
             if not isinstance(loaded, dict):
-                raise ValueError(f"{path}: expected a mapping of settings")
+                raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
             values.update(loaded)
+        hints = _hints(cls)
         for item in overrides:
             key, sep, raw = item.partition("=")
+            key, text = key.strip(), raw.strip()
             if not sep or not key:
                 raise ValueError(f"override {item!r}: expected key=value")
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            try:
+                value = yaml.safe_load(text) if text else ""
+            except yaml.YAMLError as e:
+                raise ValueError(f"override {item!r}: the value is not valid YAML ({e})") from None
+            values[key] = text if hints.get(key) is str and not isinstance(value, str) else value
         return cls.from_dict(values, source=", ".join(list(files) + ["overrides"]))
 
     @classmethod
     def help(cls) -> str:
-        return "\n".join(f"  {f.name} (default {f.default if f.default is not dataclasses.MISSING else f.default_factory()!r}): "
-                         f"{f.metadata['help']}" for f in dataclasses.fields(cls))
+        """One line per setting: name, what it accepts, default and help text."""
+        hints = _hints(cls)
+        lines = []
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {f.name} ({_expected(hints[f.name], f.metadata)}; default {default!r}): "
+                         f"{f.metadata['help']}")
+        return "\n".join(lines)
 
 
 def differences(a: TrainConfig, b: TrainConfig, ignore: Tuple[str, ...] = ()) -> List[str]:

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..baselines import add_deep_prompts, add_lora
 from ..convert import convert
-from ..loss import DyTLoss
+from ..loss import DynamicObjective, TaskObjective
+
+__all__ = ["Method", "METHODS", "register_method", "build_objective"]
 
 
 @dataclass(frozen=True)
@@ -19,26 +19,41 @@ class Method:
 
     Args:
         name: The `--method` value.
-        apply: (frozen timm model, TrainConfig) -> model to train; must leave only the method's parameters trainable.
-        dynamic: Trained with DyTLoss (token dispatchers).
+        apply: (frozen timm backbone, TrainConfig) -> the same backbone, changed in place; must leave only the
+            method's parameters (and the backbone's own classifier, if any) trainable.
+        dynamic: Has token dispatchers: trained with the rate loss, evaluated with keep rates.
+        distill: Trained with the complete model's loss and distillation into the dynamic model (dynamic only).
+        moe: Uses the mixture-of-experts adapter (`experts` setting).
+        caches_features: The backbone is frozen and the head alone trains, so features may be computed once.
         lr_scale: Factor on the learning rate (full fine-tuning uses 1/10, as the paper).
     """
 
     name: str
-    apply: Callable[[nn.Module, "TrainConfig"], nn.Module]  # noqa: F821
+    apply: Callable[[nn.Module, Any], nn.Module]
     dynamic: bool = False
+    distill: bool = False
+    moe: bool = False
+    caches_features: bool = False
     lr_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.distill and not self.dynamic:
+            raise ValueError(f"method {self.name!r}: distill=True needs dynamic=True (a complete model to distil)")
 
 
 METHODS: Dict[str, Method] = {}
 
 
 def register_method(method: Method) -> Method:
+    """Add a method to the registry; a name already taken is an error."""
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} is already registered")
     METHODS[method.name] = method
     return method
 
 
-def _freeze_but_head(model: nn.Module) -> nn.Module:
+def _freeze_but_head(model: nn.Module, cfg: Any = None) -> nn.Module:
+    """Linear probing: only the backbone's own classifier trains (a task's head on the features trains anyway)."""
     model.requires_grad_(False)
     heads = model.get_classifier()
     for head in heads if isinstance(heads, tuple) else (heads,):
@@ -46,56 +61,47 @@ def _freeze_but_head(model: nn.Module) -> nn.Module:
     return model
 
 
-def _dyt(model, cfg):
+def _dyt(model: nn.Module, cfg: Any) -> nn.Module:
     return convert(model, cfg.dyt_config())
 
 
-def _adaptformer(model, cfg):
+def _dyt_moe(model: nn.Module, cfg: Any) -> nn.Module:
+    return convert(model, cfg.dyt_config(experts=cfg.experts))
+
+
+def _adaptformer(model: nn.Module, cfg: Any) -> nn.Module:
     return convert(model, cfg.dyt_config(layers=()))
 
 
-def _lora(model, cfg):
+def _lora(model: nn.Module, cfg: Any) -> nn.Module:
     return add_lora(_freeze_but_head(model), cfg.lora_rank, cfg.lora_alpha)
 
 
-def _vpt(model, cfg):
+def _vpt(model: nn.Module, cfg: Any) -> nn.Module:
     return add_deep_prompts(_freeze_but_head(model), cfg.vpt_tokens)
 
 
-def _full(model, cfg):
+def _full(model: nn.Module, cfg: Any) -> nn.Module:
     return model.requires_grad_(True)
 
 
 for _m in (
-    Method("dyt", _dyt, dynamic=True),
+    Method("dyt", _dyt, dynamic=True, distill=True),
     Method("dyt-nodistill", _dyt, dynamic=True),
-    Method("dyt-moe", _dyt, dynamic=True),
+    Method("dyt-moe", _dyt_moe, dynamic=True, distill=True, moe=True),
     Method("adaptformer", _adaptformer),
     Method("lora", _lora),
     Method("vpt", _vpt),
-    Method("linear", lambda model, cfg: _freeze_but_head(model)),
+    Method("linear", _freeze_but_head, caches_features=True),
     Method("full", _full, lr_scale=0.1),
 ):
     register_method(_m)
 
 
-class CrossEntropyObjective(nn.Module):
-    """Plain classification loss with DyTLoss's call signature: (model, images, targets) -> (loss, parts)."""
-
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.label_smoothing = label_smoothing
-
-    def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, Dict]:
-        loss = F.cross_entropy(model(images), targets, label_smoothing=self.label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"cross-entropy loss is not finite: {float(loss.detach())}")
-        return loss, {"ce": loss.detach(), "loss": loss.detach()}
-
-
-def build_objective(cfg) -> nn.Module:
-    """DyTLoss for the DyT family (no distillation for dyt-nodistill), cross-entropy otherwise."""
-    if METHODS[cfg.method].dynamic:
-        return DyTLoss(target_rate=cfg.target_rate, rate_weight=cfg.rate_weight,
-                       distill=cfg.method != "dyt-nodistill", label_smoothing=cfg.label_smoothing)
-    return CrossEntropyObjective(cfg.label_smoothing)
+def build_objective(method: Method, task: Any, cfg: Any) -> nn.Module:
+    """The training objective of `method` on `task`: the DyT objective for dynamic methods, the task loss alone
+    otherwise."""
+    if method.dynamic:
+        return DynamicObjective(task.loss, task.distill_loss, target_rate=cfg.target_rate,
+                                rate_weight=cfg.rate_weight, distill=method.distill, loss_name=task.loss_name)
+    return TaskObjective(task.loss, loss_name=task.loss_name)

@@ -6,10 +6,13 @@ token dispatchers. One set of weights runs in three execution modes:
 * "masked": every token is computed and the outputs of skipped tokens are zeroed (training; exact gradients).
 * "sparse": only the kept tokens of the batch are computed (inference; real savings).
 * "complete": nothing is skipped and dispatchers are not run (the self-distillation teacher).
+
+Between the attention and the MLP sub-blocks every block calls its `between_sub_blocks` hook (None by default), the
+one place where token merging (`dytune.tome`) and similar sequence transforms plug in.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, NamedTuple, Optional, Protocol, Tuple
 
 import torch
 from timm.layers import Mlp
@@ -23,6 +26,40 @@ from .dispatcher import TokenDispatcher
 from .tokens import add_tokenwise, attention_mask, flat_index, gather_tokens, pack, scatter_add_valid, with_prefix
 
 EXECUTION_MODES = ("masked", "sparse", "complete")
+
+
+class ForwardRecord(NamedTuple):
+    """One forward of a dynamic block, as its MAC count needs it.
+
+    Args:
+        shape: (rows, tokens) of the block's input.
+        mlp_input_tokens: Tokens entering the MLP when fewer than `tokens` (token merging), else None.
+        prefix_only: Only the prefix tokens' outputs were computed (`dytune.logits_only`).
+        keep_masks: Sub-block name -> [rows, patch tokens] keep mask of the dispatched sub-blocks.
+    """
+
+    shape: Tuple[int, int]
+    mlp_input_tokens: Optional[int]
+    prefix_only: bool
+    keep_masks: Dict[str, torch.Tensor]
+
+
+class SubBlockHook(Protocol):
+    """The extension point of a `DynamicBlock`, set as `block.between_sub_blocks`.
+
+    Called once per forward of the block, in every execution mode, with the tokens that leave the attention
+    sub-block (attention output and, where dispatched, its adapter added) and before the MLP sub-block sees them.
+    It returns the tokens the MLP sub-block gets; it may drop or merge patch tokens (the MLP then runs on fewer,
+    which `macs_per_image` counts) but must keep the prefix tokens first. Layer dispatch runs attention and MLP as
+    one dispatched sub-block, so there the hook gets the block's output. In the prefix-only forward of
+    `dytune.logits_only` the hook gets the prefix tokens alone.
+
+    Use a plain callable, not an `nn.Module`: a module would join the block's state dict.
+    """
+
+    def __call__(self, block: "DynamicBlock", x: torch.Tensor) -> torch.Tensor: ...
+
+
 TIMM_BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
 
 
@@ -78,6 +115,8 @@ class DynamicBlock(nn.Module):
 
     variant: str = ""
     sub_blocks: tuple = ()  # names of the dispatched sub-blocks, each with `<name>_dispatcher` and `<name>_adapter`
+    dispatches_attention: bool = False  # skipped tokens bypass attention, so it does not see every token
+    between_sub_blocks: Optional[SubBlockHook] = None  # see `SubBlockHook`; None costs one attribute read
 
     def __init__(self, block: nn.Module, dim: int, num_prefix_tokens: int, config: DyTConfig, dynamic: bool) -> None:
         super().__init__()
@@ -91,7 +130,7 @@ class DynamicBlock(nn.Module):
         self.prefix_output = False  # set by `dytune.logits_only` while the model computes logits
         self._prefix_only = False  # the last forward computed the prefix tokens' outputs only
         self._shape = (0, 0)
-        self._mlp_input_tokens: Optional[int] = None  # set by subclasses that shorten the sequence before the MLP
+        self._mlp_input_tokens: Optional[int] = None  # set when `between_sub_blocks` shortens the sequence
         for name in self.sub_blocks:
             setattr(self, f"{name}_adapter", build_adapter(
                 dim, config.bottleneck, config.experts, config.adapter_scale, config.adapter_dropout))
@@ -189,6 +228,17 @@ class DynamicBlock(nn.Module):
                 a = a.index_put((valid,), self._mlp_out((packed + a)[valid]), accumulate=True)
         return scatter_add_valid(out.contiguous(), order, valid, a)
 
+    def _between(self, x: torch.Tensor, before_mlp: bool = True) -> torch.Tensor:
+        """Apply the `between_sub_blocks` hook, if any, and record how many tokens the MLP sub-block gets."""
+        hook = self.between_sub_blocks
+        if hook is None:
+            return x
+        tokens = x.shape[1]
+        x = hook(self, x)
+        if before_mlp and not self._prefix_only and x.shape[1] != tokens:
+            self._mlp_input_tokens = x.shape[1]
+        return x
+
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
         if attn_mask is not None or is_causal:
             raise NotImplementedError("dytune blocks take no external attention mask; they build their own")
@@ -215,33 +265,39 @@ class DynamicBlock(nn.Module):
         """Record that no patch token went through the MLP (the dispatcher was not run)."""
         self.keep_masks["mlp"] = x.new_zeros(x.shape[0], x.shape[1] - self.num_prefix_tokens)
 
-    def _kept(self, name: str, total: int) -> torch.Tensor:
-        """Tokens (prefix included) that went through sub-block `name` in the last forward, per image (`total` when
-        `name` was not dispatched)."""
-        mask = self.keep_masks.get(name)
+    def last_forward(self) -> "ForwardRecord":
+        """What the last forward computed (rows, tokens, keep masks), enough to count its MACs later."""
+        return ForwardRecord(self._shape, self._mlp_input_tokens, self._prefix_only, dict(self.keep_masks))
+
+    def _kept(self, record: "ForwardRecord", name: str, total: int) -> torch.Tensor:
+        """Tokens (prefix included) that went through sub-block `name` in the recorded forward, per image (`total`
+        when `name` was not dispatched)."""
+        mask = record.keep_masks.get(name)
         if mask is None:
-            return torch.full((self._shape[0],), total, dtype=torch.int64)
+            return torch.full((record.shape[0],), total, dtype=torch.int64)
         return mask.detach().sum(dim=1).round().long().cpu() + self.num_prefix_tokens
 
-    def macs_per_image(self, norms: bool = True) -> torch.Tensor:
-        """MACs of the last forward, per image, from the tokens each sub-block actually computed."""
-        batch, tokens = self._shape
+    def macs_per_image(self, norms: bool = True, record: Optional["ForwardRecord"] = None) -> torch.Tensor:
+        """MACs per image (backbone row) of the last forward, or of `record`, from the tokens each sub-block
+        actually computed."""
+        record = record or self.last_forward()
+        batch, tokens = record.shape
         prefix = self.num_prefix_tokens
-        mlp_input = self._mlp_input_tokens or tokens
+        mlp_input = record.mlp_input_tokens or tokens
         layer = self.variant == "layer"
-        if self._prefix_only:  # keys and values of every token (skipped ones masked), queries of the prefix
+        if record.prefix_only:  # keys and values of every token (skipped ones masked), queries of the prefix
             attn_tokens = torch.full((batch,), tokens, dtype=torch.int64)
             queries = mlp_tokens = torch.full((batch,), prefix, dtype=torch.int64)
         else:
-            attn_tokens = queries = self._kept("layer" if layer else "attn", tokens)
-            mlp_tokens = self._kept("layer" if layer else "mlp", tokens if layer else mlp_input)
+            attn_tokens = queries = self._kept(record, "layer" if layer else "attn", tokens)
+            mlp_tokens = self._kept(record, "layer" if layer else "mlp", tokens if layer else mlp_input)
         macs = attention_macs(self.attn, attn_tokens, norms, queries) + attn_tokens * tokenwise_macs(self.norm1, norms)
         macs = macs + mlp_tokens * (tokenwise_macs(self.norm2, norms) + tokenwise_macs(self.mlp, norms))
         for name in self.sub_blocks:
             seen = mlp_input if name == "mlp" else tokens
-            adapted = prefix if self._prefix_only else seen
+            adapted = prefix if record.prefix_only else seen
             macs = macs + getattr(self, f"{name}_adapter").macs(torch.full((batch,), adapted, dtype=torch.int64))
-            if name in self.keep_masks and not (self._prefix_only and name == "mlp"):
+            if name in record.keep_masks and not (record.prefix_only and name == "mlp"):
                 macs = macs + (seen - prefix) * self.dim
         return macs
 
@@ -259,12 +315,12 @@ class MLPDispatchBlock(DynamicBlock):
     sub_blocks = ("mlp",)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._attn_out(x)
+        x = self._between(x + self._attn_out(x))
         return self._adapter_and_mlp(x)
 
     def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
         self._skip_patch_mlps(x)
-        x = x[:, :self.num_prefix_tokens] + self._prefix_attn_out(x)
+        x = self._between(x[:, :self.num_prefix_tokens] + self._prefix_attn_out(x))
         return x + self.mlp_adapter(x) + self._mlp_out(x)
 
 
@@ -276,14 +332,16 @@ class AttnDispatchBlock(DynamicBlock):
 
     variant = "attn"
     sub_blocks = ("attn",)
+    dispatches_attention = True
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._add_attention(x + self.attn_adapter(x), x, self._keep("attn", x))  # mask freed before the MLP
+        x = self._between(x)
         return x + self._mlp_out(x)
 
     def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
         lead = x[:, :self.num_prefix_tokens]
-        lead = lead + self.attn_adapter(lead) + self._prefix_attn_out(x, self._keep("attn", x))
+        lead = self._between(lead + self.attn_adapter(lead) + self._prefix_attn_out(x, self._keep("attn", x)))
         return lead + self._mlp_out(lead)
 
 
@@ -292,14 +350,15 @@ class AttnMLPDispatchBlock(DynamicBlock):
 
     variant = "attn_mlp"
     sub_blocks = ("attn", "mlp")
+    dispatches_attention = True
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._add_attention(x + self.attn_adapter(x), x, self._keep("attn", x))
-        return self._adapter_and_mlp(x)
+        return self._adapter_and_mlp(self._between(x))
 
     def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
         lead = x[:, :self.num_prefix_tokens]
-        lead = lead + self.attn_adapter(lead) + self._prefix_attn_out(x, self._keep("attn", x))
+        lead = self._between(lead + self.attn_adapter(lead) + self._prefix_attn_out(x, self._keep("attn", x)))
         self._skip_patch_mlps(x)
         return lead + self.mlp_adapter(lead) + self._mlp_out(lead)
 
@@ -311,15 +370,16 @@ class LayerDispatchBlock(DynamicBlock):
 
     variant = "layer"
     sub_blocks = ("layer",)
+    dispatches_attention = True
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         keep = self._keep("layer", x)
-        return self._add_attention(x + self.layer_adapter(x), x, keep, with_mlp=True)
+        return self._between(self._add_attention(x + self.layer_adapter(x), x, keep, with_mlp=True), before_mlp=False)
 
     def _forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
         lead = x[:, :self.num_prefix_tokens]
         a = self._prefix_attn_out(x, self._keep("layer", x))
-        return lead + self.layer_adapter(lead) + a + self._mlp_out(lead + a)
+        return self._between(lead + self.layer_adapter(lead) + a + self._mlp_out(lead + a), before_mlp=False)
 
 
 BLOCK_VARIANTS = {cls.variant: cls for cls in (MLPDispatchBlock, AttnDispatchBlock, AttnMLPDispatchBlock, LayerDispatchBlock)}

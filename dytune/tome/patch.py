@@ -1,13 +1,15 @@
 """Put token merging into a timm VisionTransformer or a dytune-converted one.
 
-Each block merges `r` tokens between its attention and its MLP (ToMe's placement). In a dytune model the dispatcher
-then decides on the merged tokens, as in DyT + ToMe (Table 5 of the DyT paper). With attention or layer dispatch the
-merge follows the dispatched attention (attention variants) or the whole block (layer variant), and the similarity is
-measured on the hidden tokens instead of the attention keys, which skipped tokens do not compute.
+Each block merges `r` tokens between its attention and its MLP (ToMe's placement). A dytune block gets a `ToMeMerge`
+as its `between_sub_blocks` hook (`dytune.modules.blocks.SubBlockHook`), so the dispatcher after it decides on the
+merged tokens, as in DyT + ToMe (Table 5 of the DyT paper); a plain timm `Block` becomes a `ToMeBlock`, which calls
+the same hook. With attention or layer dispatch the merge follows the dispatched attention (attention variants) or
+the whole block (layer variant), and the similarity is measured on the hidden tokens instead of the attention keys,
+which skipped tokens do not compute. Proportional attention is a forward pre-hook on the attention module.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
@@ -16,11 +18,14 @@ from torch import nn
 from ..modules.blocks import DynamicBlock
 from .merge import bipartite_soft_matching
 
-__all__ = ["ToMeState", "apply_tome", "set_r"]
+__all__ = ["ToMeBlock", "ToMeMerge", "ToMeState", "apply_tome", "set_r", "supports_proportional_attention"]
 
 
 class ToMeState:
     """Merging settings and the per-forward token sizes, shared by the blocks of one model.
+
+    The sizes start afresh in the first block, so any entry point that runs the blocks from the first one
+    (`model(x)`, `forward_features`, `forward_intermediates`) starts from unmerged tokens.
 
     Args:
         r: Tokens merged per block: one int for all blocks, or one per block.
@@ -47,14 +52,17 @@ class ToMeState:
     def reset(self) -> None:
         self.size = None
 
-    def attention_bias(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """Additive [B, 1, 1, N] attention bias log(size) (None before the first merge or when disabled)."""
-        if not self.proportional_attention or self.size is None:
+    def attention_bias(self, layer: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """Additive [B, 1, 1, N] attention bias log(size) for block `layer` (None in the first block, before any
+        merge, or when disabled)."""
+        if not self.proportional_attention or layer == 0 or self.size is None:
             return None
         return self.size.log().to(dtype).transpose(1, 2).unsqueeze(1)
 
     def merge(self, layer: int, x: torch.Tensor, metric: torch.Tensor) -> torch.Tensor:
         """Merge `r[layer]` tokens of x [B, N, C], matched on metric [B, N, D], and update the sizes."""
+        if layer == 0:
+            self.reset()
         matching = bipartite_soft_matching(metric, self.r[layer], self.num_prefix_tokens)
         if matching is None:
             return x
@@ -68,76 +76,63 @@ def _keys(attn: nn.Module, qkv: torch.Tensor) -> torch.Tensor:
     return qkv.reshape(batch, tokens, 3, attn.num_heads, -1)[:, :, 1].mean(dim=2)
 
 
-class _ToMeMixin:
-    """Shared by the merging block classes: the model's `ToMeState`, the block index, and the keys of the last
-    attention (captured by a hook on `attn.qkv`)."""
+class ToMeMerge:
+    """The merge of one block: a `SubBlockHook` that merges `state.r[layer]` tokens.
 
-    _tome: ToMeState
-    _tome_layer: int
-    _tome_qkv: Optional[torch.Tensor] = None
+    Matches on the attention keys when `on_keys` (captured by `capture_qkv`, a forward hook on `attn.qkv`), else on
+    the tokens themselves. Its methods are bound hooks, so a deep copy of the model merges with its own copy.
 
-    def _merge_on_keys(self, x: torch.Tensor) -> torch.Tensor:
-        metric = _keys(self.attn, self._tome_qkv)
-        self._tome_qkv = None
-        return self._tome.merge(self._tome_layer, x, metric)
+    Args:
+        state: The model's shared `ToMeState`.
+        layer: Index of the block.
+        on_keys: Match on the attention keys (attention over every token) rather than on the tokens.
+    """
 
-    def _merge_on_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        return self._tome.merge(self._tome_layer, x, x)
+    def __init__(self, state: ToMeState, layer: int, on_keys: bool) -> None:
+        self.state, self.layer, self.on_keys = state, layer, on_keys
+        self._qkv: Optional[torch.Tensor] = None
+
+    def capture_qkv(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self._qkv = output
+
+    def add_attention_bias(self, module: nn.Module, args: tuple, kwargs: Dict[str, Any]) -> Tuple[tuple, dict]:
+        """Forward pre-hook of the attention module: proportional attention's log-size bias as its `attn_mask`."""
+        bias = self.state.attention_bias(self.layer, args[0].dtype)
+        if bias is not None and kwargs.get("attn_mask") is None:
+            kwargs = {**kwargs, "attn_mask": bias}
+        return args, kwargs
+
+    def __call__(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        metric = x
+        if self.on_keys:
+            metric = _keys(block.attn, self._qkv)
+            self._qkv = None  # nothing held between forwards
+        return self.state.merge(self.layer, x, metric)
 
 
-class ToMeBlock(_ToMeMixin, Block):
-    """timm `Block` that merges tokens between attention and MLP, with optional proportional attention."""
+class ToMeBlock(Block):
+    """timm `Block` that calls its `between_sub_blocks` hook (a `ToMeMerge`) between attention and MLP."""
+
+    between_sub_blocks: ToMeMerge
 
     def forward(
             self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False,
     ) -> torch.Tensor:
         if attn_mask is not None or is_causal:
             raise NotImplementedError("token merging takes no external attention mask")
-        bias = self._tome.attention_bias(x.dtype)
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=bias)))
-        x = self._merge_on_keys(x)
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        x = self.between_sub_blocks(self, x)
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
-class _ToMeDynamicBlock(_ToMeMixin):
-    """Merging for dytune blocks; `_forward` per dispatch variant."""
-
-    variant: str
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.variant == "mlp":
-            x = x + self._attn_out(x, self._tome.attention_bias(x.dtype))
-            x = self._merge_on_keys(x)
-            self._mlp_input_tokens = x.shape[1]
-            return self._adapter_and_mlp(x)
-        if self.variant == "layer":
-            return self._merge_on_tokens(super()._forward(x))
-        x = self._add_attention(x + self.attn_adapter(x), x, self._keep("attn", x))
-        x = self._merge_on_tokens(x)
-        self._mlp_input_tokens = x.shape[1]
-        if self.variant == "attn":
-            return x + self._mlp_out(x)
-        return self._adapter_and_mlp(x)
+def _attends_all(block: nn.Module) -> bool:
+    """Whether the block's attention sees every token (plain blocks, MLP dispatch)."""
+    return not (isinstance(block, DynamicBlock) and block.dispatches_attention)
 
 
-_CLASSES: Dict[type, type] = {}
-
-
-def _tome_class(cls: Type[nn.Module]) -> type:
-    if cls not in _CLASSES:
-        if issubclass(cls, DynamicBlock):
-            _CLASSES[cls] = type(f"ToMe{cls.__name__}", (_ToMeDynamicBlock, cls), {})
-        elif cls is Block:
-            _CLASSES[cls] = ToMeBlock
-        else:
-            raise TypeError(f"token merging supports timm Block and dytune blocks, not {cls.__name__}")
-    return _CLASSES[cls]
-
-
-def _store_qkv(block: nn.Module):
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        block._tome_qkv = output
-    return hook
+def supports_proportional_attention(model: nn.Module) -> bool:
+    """Whether `apply_tome(model, proportional_attention=True)` is possible: every block attends over all tokens."""
+    return all(_attends_all(block) for block in model.blocks)
 
 
 def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_attention: bool = True) -> nn.Module:
@@ -148,10 +143,11 @@ def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_
     without size weights, as ToMe's own timm patch does.
 
     Args:
-        model: A timm VisionTransformer with timm `Block`s, or a dytune-converted one.
+        model: A timm VisionTransformer with timm `Block`s, or a dytune-converted one (not under
+            `dytune.logits_only`, whose prefix-only last block has no proportional attention).
         r: Tokens merged per block (an int, or one per block).
         proportional_attention: Weigh merged tokens by their size in attention (log-size bias on the logits). Only
-            where attention sees every token: plain blocks and MLP dispatch.
+            where attention sees every token: plain blocks and MLP dispatch (`supports_proportional_attention`).
 
     Returns:
         The same model.
@@ -160,19 +156,31 @@ def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_
         raise TypeError(f"apply_tome expects a timm VisionTransformer, got {type(model).__name__}")
     if hasattr(model, "tome"):
         raise ValueError("token merging is already applied to this model; use dytune.tome.set_r to change r")
-    variants = {getattr(b, "variant", "") for b in model.blocks if isinstance(b, DynamicBlock)}
-    if proportional_attention and variants - {"mlp"}:
+    if getattr(model, "_dytune_logits_only", ()):  # the hook handles `dytune.logits_only` keeps on the model
+        raise ValueError("token merging cannot follow dytune.logits_only; call dytune.logits_only(model, "
+                         "enabled=False), apply token merging, and leave the last block complete")
+    for i, block in enumerate(model.blocks):
+        if type(block) is not Block and not isinstance(block, DynamicBlock):  # a Block subclass has its own forward
+            raise TypeError(f"token merging supports timm Block and dytune blocks, not {type(block).__name__} "
+                            f"(block {i})")
+        if isinstance(block, DynamicBlock) and block.between_sub_blocks is not None:
+            raise ValueError(f"block {i} already has a between_sub_blocks hook")
+    dispatched = sorted({b.variant for b in model.blocks if not _attends_all(b)})
+    if proportional_attention and dispatched:
         raise ValueError(f"proportional attention needs attention over every token; dispatch variant(s) "
-                         f"{sorted(variants - {'mlp'})} attend among kept tokens only; "
-                         f"pass proportional_attention=False")
+                         f"{dispatched} attend among kept tokens only; pass proportional_attention=False")
     state = ToMeState(r, len(model.blocks), model.num_prefix_tokens, proportional_attention)
     for i, block in enumerate(model.blocks):
-        block.__class__ = _tome_class(type(block))
-        block._tome, block._tome_layer = state, i
-        if not isinstance(block, DynamicBlock) or block.variant == "mlp":  # the blocks that match on attention keys
-            block.attn.qkv.register_forward_hook(_store_qkv(block))
+        merge = ToMeMerge(state, i, on_keys=_attends_all(block))
+        if not isinstance(block, DynamicBlock):
+            block.__class__ = ToMeBlock
+        block.between_sub_blocks = merge
+        block._tome = state  # how `dytune.logits_only` recognises a merging model
+        if merge.on_keys:
+            block.attn.qkv.register_forward_hook(merge.capture_qkv)
+        if proportional_attention:
+            block.attn.register_forward_pre_hook(merge.add_attention_bias, with_kwargs=True)
     model.tome = state
-    model.register_forward_pre_hook(lambda module, args: state.reset())
     return model
 
 

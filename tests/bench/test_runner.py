@@ -13,7 +13,7 @@ from dytune.bench.runner import BenchSettings, build_models, images_for, run_ben
 from dytune.calibrate import dispatchers
 from dytune.cli import main
 from dytune.modules.adapter import build_adapter
-from dytune.modules.blocks import add_adapter_
+from dytune.modules.blocks import BLOCK_VARIANTS, add_adapter_
 from tests.conftest import converted, randomize_adapters
 
 TINY_ARGS = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
@@ -198,3 +198,44 @@ def test_accuracy_vs_budget_cli_and_function(tmp_path):
     assert main(args) == 0
     sweep = json.loads(out.read_text())["accuracy_vs_budget"]["dyt-mlp"]
     assert [r["target_keep_rate"] for r in sweep] == [0.2, 1.0] and sweep[1]["keep_rate"] == 1.0
+
+
+def test_entries_know_their_variant_and_tome_gets_proportional_attention_where_possible():
+    models = build_models(tiny_settings(methods=("dense", "dyt", "dyt+tome"), variants=dytune.VARIANTS),
+                          torch.device("cpu"))
+    assert models["dense"].variant is None
+    for variant in dytune.VARIANTS:
+        assert models[f"dyt-{variant}"].variant == models[f"dyt-{variant}+tome-r2"].variant == variant
+        merged = models[f"dyt-{variant}+tome-r2"].model
+        assert merged.tome.proportional_attention == (not BLOCK_VARIANTS[variant].dispatches_attention)
+
+
+def test_checkpoint_entry_is_named_by_its_variant(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    base = timm.create_model("vit_tiny_patch16_224", num_classes=5, **TINY_ARGS)
+    dytune.save_pretrained(dytune.convert(base, dytune.DyTConfig(variant="attn_mlp", bottleneck=4)), tmp_path / "ck")
+    models = build_models(tiny_settings(methods=("dyt",), checkpoint=str(tmp_path / "ck")), torch.device("cpu"))
+    assert list(models) == ["dyt-attn_mlp"] and models["dyt-attn_mlp"].variant == "attn_mlp"
+    with pytest.raises(ValueError, match="include variant 'mlp'"):
+        build_models(tiny_settings(methods=("official",), variants=("attn",), official_repo=str(tmp_path)),
+                     torch.device("cpu"))
+
+
+def test_accuracy_data_is_decoded_once_for_all_models(tmp_path, monkeypatch):
+    import dytune.bench.cli as bench_cli
+
+    data = tmp_path / "val.pt"
+    torch.save({"images": torch.randn(24, 3, 32, 32), "labels": torch.arange(24) % 5}, data)
+    calls = []
+    load = bench_cli._load_labelled
+    monkeypatch.setattr(bench_cli, "_load_labelled", lambda *a: calls.append(a) or load(*a))
+    out = tmp_path / "acc.json"
+    args = ["bench", "--model", "vit_tiny_patch16_224", "--num-classes", "5", "--accuracy-data", str(data),
+            "--variants", "mlp,attn", "--budgets", "0.5", "--calibration-images", "8", "--out", str(out)]
+    for key, value in TINY_ARGS.items():
+        args += ["--timm-arg", f"{key}={value}"]
+    assert main(args) == 0
+    assert len(calls) == 1
+    assert set(json.loads(out.read_text())["accuracy_vs_budget"]) == {"dyt-mlp", "dyt-attn"}

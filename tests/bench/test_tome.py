@@ -6,6 +6,7 @@ import torch
 
 import dytune
 from dytune.calibrate import dispatchers
+from dytune.modules.blocks import BLOCK_VARIANTS
 from dytune.tome import apply_tome, bipartite_soft_matching, set_r
 from tests.conftest import converted, tiny_vit, zoo_model
 
@@ -86,3 +87,43 @@ def test_mlp_dispatch_macs_count_the_merged_tokens(images):
     with dytune.execution(model, "complete"):
         complete = dytune.count_macs(model, images)
     assert torch.equal(sparse - complete, torch.full_like(sparse, (13 + 10) * 48))  # the dispatchers, on merged tokens
+
+
+@pytest.mark.parametrize("key, variant", [("vit_cls", None), ("registers_layerscale", "mlp"),
+                                          ("registers_layerscale", "attn_mlp"), ("vit_cls", "layer")])
+def test_sizes_restart_in_the_first_block_for_every_entry_point(key, variant, images):
+    """forward_features / forward_intermediates after a forward start from unmerged tokens, as model(x) does."""
+    model = zoo_model(key) if variant is None else converted(key, variant=variant)
+    apply_tome(model.eval(), r=3, proportional_attention=variant in (None, "mlp"))
+    with torch.no_grad():
+        logits = model(images)
+        features = model.forward_features(images)
+        assert torch.equal(model.forward_head(features), logits)
+        assert torch.equal(model.forward_features(images), features)
+        assert torch.equal(model(images), logits)
+        model.forward_intermediates(images, indices=1)
+
+
+def test_merging_cannot_follow_logits_only():
+    model = dytune.logits_only(converted().eval())
+    with pytest.raises(ValueError, match="logits_only"):
+        apply_tome(model, r=2)
+    dytune.logits_only(model, enabled=False)
+    apply_tome(model, r=2)
+    with pytest.raises(ValueError, match="token merging"):
+        dytune.logits_only(model)
+
+
+def test_dynamic_blocks_merge_through_their_hook_and_copies_merge_on_their_own(images):
+    model = apply_tome(converted(variant="mlp").eval(), r=3)
+    assert all(type(b) in BLOCK_VARIANTS.values() for b in model.blocks)  # no class swap
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        expected = model(images)
+        assert torch.equal(copied(images), expected)
+    assert copied.blocks[0].between_sub_blocks.state is copied.tome is not model.tome
+    assert all(b.between_sub_blocks._qkv is None for m in (model, copied) for b in m.blocks)  # nothing held
+    hooked = converted(variant="attn")
+    hooked.blocks[1].between_sub_blocks = lambda block, x: x
+    with pytest.raises(ValueError, match="block 1 already has a between_sub_blocks hook"):
+        apply_tome(hooked, r=1, proportional_attention=False)

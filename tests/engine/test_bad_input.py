@@ -94,9 +94,47 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         return real(self, images, targets)
 
     monkeypatch.setattr(trainer.ObjectiveStep, "forward", poisoned)
-    with pytest.raises(FloatingPointError, match=r"epoch 2, step 0: DyTLoss is not finite.*last good checkpoint is .*last"):
+    with pytest.raises(FloatingPointError, match=r"epoch 2, step 0: the DyT objective is not finite.*last good checkpoint is .*last"):
         train(config(tmp_path, epochs=3))
     run = tmp_path / "run"
     assert not (run / "results.json").exists()
     state = torch.load(run / "last" / "train_state.pt", weights_only=True)
     assert state["epoch"] == 0  # the checkpoint of epoch 1, untouched
+
+
+def _relabel(list_file, change):
+    """Rewrite the labels of a list file with change(line number, label)."""
+    rows = [line.rsplit(maxsplit=1) for line in list_file.read_text().splitlines()]
+    list_file.write_text("".join(f"{path} {change(i, int(label))}\n" for i, (path, label) in enumerate(rows, 1)))
+
+
+def test_labels_that_leave_classes_without_images_are_refused_unless_classes_txt_counts_them(tmp_path):
+    from dytune.data.vtab import num_classes, vtab_dataset
+
+    root = tmp_path / "vtab"
+    folder = write_vtab_task(root, "six", classes=6, counts={"train800": 12, "val200": 6, "test": 6})
+    assert num_classes(root, "six") == 6
+    _relabel(folder / "test.txt", lambda i, label: 9 if i == 3 else label)  # one bad label would make 10 classes
+    message = (r"test.txt:3: label 9 implies 10 classes, but no image in any split of .*six has label 6, 7, 8; fix "
+               r"the label, or list the 10 class names in .*six/classes.txt")
+    with pytest.raises(ValueError, match=message):
+        vtab_dataset(root, "six", "train800val200")
+    (folder / "classes.txt").write_text("".join(f"class{i}\n" for i in range(10)))
+    assert num_classes(root, "six") == 10 and len(vtab_dataset(root, "six", "test")) == 6
+    (folder / "classes.txt").write_text("".join(f"class{i}\n" for i in range(6)))
+    with pytest.raises(ValueError, match=r"test.txt:3: label 9 is outside 0..5"):
+        vtab_dataset(root, "six", "test")
+    (folder / "classes.txt").write_text("\n")
+    with pytest.raises(ValueError, match=r"classes.txt: no class names"):
+        num_classes(root, "six")
+
+
+def test_a_gap_in_the_middle_of_the_labels_is_named(tmp_path):
+    from dytune.data.vtab import num_classes
+
+    folder = write_vtab_task(tmp_path / "vtab", "four", classes=4, counts={"train800": 8, "val200": 4, "test": 4})
+    for split in ("train800", "val200", "train800val200", "test"):
+        _relabel(folder / f"{split}.txt", lambda i, label: 3 if label == 2 else label)
+    message = r"train800.txt:3: label 3 implies 4 classes, but no image in any .* has label 2;"
+    with pytest.raises(ValueError, match=message):
+        num_classes(tmp_path / "vtab", "four")

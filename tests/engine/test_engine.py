@@ -11,7 +11,7 @@ import torch
 
 from dytune.cli import main
 from dytune.engine import METHODS, TrainConfig, evaluate_run, train
-from dytune.engine.trainer import budget_curve_run
+from dytune.engine.runs import budget_curve_run
 from tests.engine.fixtures import write_image_folder, write_vtab_task
 
 TINY = dict(model="vit_tiny_patch16_224", img_size=32, num_workers=0, batch_size=8, warmup_epochs=1,
@@ -162,11 +162,12 @@ def test_fashion_mnist_from_the_debian_files(tmp_path):
 
 
 def test_linear_probe_on_cached_features_trains_like_the_full_forward(tmp_path, monkeypatch):
-    import dytune.engine.trainer as trainer
     from safetensors.torch import load_file
 
+    from dytune.tasks import ClassificationTask
+
     train(config(tmp_path / "cached", method="linear"))
-    monkeypatch.setattr(trainer, "caches_features", lambda cfg, head: False)
+    monkeypatch.setattr(ClassificationTask, "feature_cache", lambda self, model: None)
     train(config(tmp_path / "full", method="linear"))
     a, b = (load_file(str(tmp_path / d / "run" / "last" / "adapter_model.safetensors")) for d in ("cached", "full"))
     assert a.keys() == b.keys() == {"head.weight", "head.bias"}

@@ -4,8 +4,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dytune.data.datasets import build_dataset
 from dytune.engine import TrainConfig, evaluate
-from dytune.engine.distributed import DistEnv, ShardSampler
-from dytune.engine.trainer import lr_at
+from dytune.distributed import DistEnv, ShardSampler
+from dytune.engine.optim import lr_at
 
 
 class Lookup(torch.nn.Module):
@@ -32,8 +32,9 @@ def test_shards_cover_every_image_once():
 
 
 def test_schedule_warms_up_linearly_then_decays_by_cosine():
-    assert lr_at(0, 100, 10, 1.0, 0.1) == 0.0
-    assert lr_at(5, 100, 10, 1.0, 0.1) == pytest.approx(0.5)
+    assert lr_at(0, 100, 10, 1.0, 0.1) == pytest.approx(0.1)  # the first step already trains
+    assert lr_at(4, 100, 10, 1.0, 0.1) == pytest.approx(0.5)
+    assert lr_at(9, 100, 10, 1.0, 0.1) == pytest.approx(1.0)
     assert lr_at(10, 100, 10, 1.0, 0.1) == pytest.approx(1.0)
     assert lr_at(55, 100, 10, 1.0, 0.1) == pytest.approx(0.55)
     assert lr_at(100, 100, 10, 1.0, 0.1) == pytest.approx(0.1)

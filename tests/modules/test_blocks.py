@@ -130,3 +130,55 @@ def test_default_modes_follow_train_and_eval(images):
     with pytest.raises(ValueError, match="execution mode"):
         with dytune.execution(model, "fast"):
             pass
+
+
+class CountingHook:
+    """A `between_sub_blocks` hook that records its calls and drops the last patch token."""
+
+    def __init__(self, drop: bool = False):
+        self.calls = []
+        self.drop = drop
+
+    def __call__(self, block, x):
+        self.calls.append((block, x.shape[1]))
+        return x[:, :-1] if self.drop and x.shape[1] > block.num_prefix_tokens else x
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_between_sub_blocks_hook_runs_once_per_block_per_forward(variant, images):
+    model = converted("registers_layerscale", variant=variant).eval()
+    hooks = [CountingHook() for _ in model.blocks]
+    for block, hook in zip(model.blocks, hooks):
+        block.between_sub_blocks = hook
+    tokens = 16 + model.num_prefix_tokens
+    with torch.no_grad():
+        for mode in ("sparse", "masked", "complete"):
+            with dytune.execution(model, mode):
+                model(images)
+        dytune.logits_only(model)
+        model(images)  # the last block runs its prefix-only forward
+    for i, (block, hook) in enumerate(zip(model.blocks, hooks)):
+        last = i == len(model.blocks) - 1
+        assert [b for b, _ in hook.calls] == [block] * 4
+        assert [n for _, n in hook.calls] == [tokens] * 3 + [model.num_prefix_tokens if last else tokens]
+    assert "between_sub_blocks" not in dict(model.named_children())  # a plain callable, not a sub-module
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_hook_that_shortens_the_sequence_is_counted(variant, images):
+    model = converted("vit_cls", variant=variant).eval()
+    for block in model.blocks:
+        block.between_sub_blocks = CountingHook(drop=True)
+    with torch.no_grad():
+        sparse = model(images)
+        macs = dytune.count_macs(model, images)
+        with dytune.execution(model, "masked"):
+            masked = model(images)
+    assert (sparse - masked).abs().max().item() <= 1e-4
+    # the MLP sub-block gets one token fewer; with layer dispatch the hook runs after the whole layer
+    expected = [None, None] if variant == "layer" else [16, 15]
+    assert [b.last_forward().mlp_input_tokens for b in model.blocks] == expected
+    for block in model.blocks:
+        block.between_sub_blocks = None
+    with torch.no_grad():
+        assert (dytune.count_macs(model, images) > macs).all()

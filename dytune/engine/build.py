@@ -1,0 +1,83 @@
+"""Building a run's model from its config and task, and saving / loading the trained tensors of a run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..checkpoint import atomic_write, load_backbone_weights, load_trained_state, save_pretrained, trained_state_dict
+from ..convert import is_converted
+from ..flops import count_macs
+from ..tasks.base import Task
+from .methods import METHODS, Method
+
+__all__ = ["WEIGHTS", "build_model", "save_model", "load_model_weights", "read_run_meta"]
+
+WEIGHTS = "adapter_model.safetensors"
+RUN_META = "run_meta.json"
+
+
+def build_model(cfg: Any, task: Task, num_classes: int, method: Optional[Method] = None) -> Tuple[nn.Module, int]:
+    """The task's model on the backbone with its weights and the method applied, and the dense MACs per sample
+    (the model before the method changed it).
+
+    Args:
+        cfg: The run's TrainConfig.
+        task: The run's task: it creates the backbone and puts its head on it.
+        num_classes: Classes of the model's output.
+        method: The method to apply (default: the one `cfg.method` names).
+    """
+    method = method or METHODS[cfg.method]
+    backbone = task.create_backbone(num_classes, pretrained=cfg.pretrained and not cfg.checkpoint_path)
+    if cfg.checkpoint_path:
+        load_backbone_weights(backbone, cfg.checkpoint_path)
+    model = task.add_head(backbone, num_classes)
+    dense = int(count_macs(model.eval(), task.example_input(), forward=task.infer)[0])
+    adapted = method.apply(backbone, cfg)
+    if adapted is not backbone:
+        raise TypeError(f"method {method.name!r}: apply() must change the backbone in place and return it")
+    for head in task.head(model):
+        head.requires_grad_(True)
+    return model, dense
+
+
+def save_model(model: nn.Module, folder: Path, cfg: Any, num_classes: int, classes: Optional[List[str]] = None,
+               task: str = "classification") -> None:
+    """Trained tensors only: the core's save_pretrained format for a converted timm ViT, the same safetensors
+    file for baselines and task models around a backbone; plus the run's config, task and classes to rebuild it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if is_converted(model) and hasattr(model, "dytune_config"):
+        save_pretrained(model, folder)
+    else:
+        state = trained_state_dict(model)
+        atomic_write(folder / WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    meta: Dict[str, Any] = {"num_classes": num_classes, "task": task}
+    if classes:
+        meta["classes"] = list(classes)
+    atomic_write(folder / RUN_META, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    cfg.dump(folder / "train_config.yaml")
+
+
+def read_run_meta(folder: Path) -> Dict[str, Any]:
+    """The class count, task and class names a checkpoint folder was saved with."""
+    file = folder / RUN_META
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: not found; expected a checkpoint folder written by dytune train")
+    try:
+        meta = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("num_classes"), int):
+        raise ValueError(f"{file}: expected a JSON object with an integer num_classes")
+    meta.setdefault("task", "classification")
+    return meta
+
+
+def load_model_weights(model: nn.Module, folder: Path) -> None:
+    file = folder / WEIGHTS
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no model weights in this checkpoint folder")
+    load_trained_state(model, load_file(str(file)), source=str(file))

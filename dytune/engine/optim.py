@@ -1,0 +1,44 @@
+"""Optimisation: AdamW parameter groups and the one learning-rate schedule (linear warm-up, half-cosine)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Set
+
+from torch import nn
+
+__all__ = ["param_groups", "lr_at"]
+
+NO_DECAY_NAMES = ("cls_token", "reg_token", "dist_token", "pos_embed", "prompts")
+
+
+def _declared_no_decay(model: nn.Module) -> Set[str]:
+    """Full names of the parameters modules exclude with timm's `no_weight_decay()` (names relative to them)."""
+    names: Set[str] = set()
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "no_weight_decay", None)
+        if callable(declared):
+            names.update(f"{prefix}.{n}" if prefix else n for n in declared())
+    return names
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """AdamW groups: no weight decay on biases, norms, tokens and position embeddings (all <= 1-D, named so, or
+    declared by a module's `no_weight_decay()`, timm's convention, e.g. a pooling query)."""
+    decay, no_decay = [], []
+    declared = _declared_no_decay(model)
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or name.endswith(NO_DECAY_NAMES) or name in declared
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, warmup: int, base: float, final: float) -> float:
+    """Learning rate of optimiser step `step` (0-based) of `total`: linear warm-up over `warmup` steps reaching
+    `base` at the last of them (the first step trains at base / warmup, not 0), then half-cosine from `base` to
+    `final`, per iteration."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return final + (base - final) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
