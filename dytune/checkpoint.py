@@ -70,21 +70,38 @@ def trained_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {k: state[k].detach().cpu().contiguous() for k in sorted(keys)}
 
 
+def _converted_vit(model: nn.Module) -> nn.Module:
+    """The converted timm ViT that is `model` or sits inside it (a task model around a backbone)."""
+    for module in model.modules():
+        if isinstance(getattr(module, "dytune_config", None), DyTConfig):
+            return module
+    raise ValueError("save_pretrained expects a model converted by dytune.convert (or a model holding one)")
+
+
+def _inner_vit(model: nn.Module) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    for module in model.modules():
+        if isinstance(module, VisionTransformer):
+            return module
+    raise TypeError(f"from_pretrained: {type(model).__name__} holds no timm VisionTransformer to convert")
+
+
 def save_pretrained(model: nn.Module, path: PathLike, dtype: Optional[torch.dtype] = None) -> Path:
     """Write the trained tensors of a converted model (adapters, dispatchers, routers, head) and its config.
 
     Files: `adapter_model.safetensors` and `adapter_config.json` in directory `path`, each written atomically.
-    Load them with `from_pretrained` onto a fresh backbone.
+    Load them with `from_pretrained` onto a fresh backbone (or a fresh task model around one, e.g. a video
+    classifier: its pooling and head are saved too).
 
     Args:
-        model: A model converted by `dytune.convert`.
+        model: A model converted by `dytune.convert`, or a model holding one.
         path: Output directory.
         dtype: Store floating-point tensors in this dtype (e.g. torch.float16 halves the file); loading casts them
             back to the model's dtype.
     """
-    config: Optional[DyTConfig] = getattr(model, "dytune_config", None)
-    if config is None:
-        raise ValueError("save_pretrained expects a model converted by dytune.convert")
+    vit = _converted_vit(model)
+    config: DyTConfig = vit.dytune_config
     from . import __version__
 
     path = Path(path)
@@ -98,8 +115,9 @@ def save_pretrained(model: nn.Module, path: PathLike, dtype: Optional[torch.dtyp
         "dytune_version": __version__,
         "timm_version": timm.__version__,
         "torch_version": torch.__version__.split("+")[0],
-        "backbone": _architecture(model),
+        "backbone": _architecture(vit),
         "num_classes": model.num_classes,
+        "model": type(model).__name__,
         "config": config.to_dict(),
         "tensors": {k: list(v.shape) for k, v in state.items()},
     }
@@ -128,13 +146,18 @@ def from_pretrained(path: PathLike, base: nn.Module, is_trainable: bool = False)
     Args:
         path: Directory written by `save_pretrained`.
         base: A fresh timm ViT of the same architecture with its pretrained weights (any head size: the head is
-            replaced by one of the saved class count).
+            replaced by one of the saved class count), or a fresh task model of the saved type around one (e.g.
+            `VideoClassifier(timm_vit, num_classes, num_frames)`); its ViT is converted in place.
         is_trainable: Keep the adapters and head trainable and the model in train mode; otherwise freeze
             everything and return the model in eval mode.
     """
     path = Path(path)
     meta = _read_config(path)
-    saved, actual = meta["backbone"], _architecture(base)
+    vit = _inner_vit(base)
+    saved_type = meta.get("model", "VisionTransformer")
+    if (vit is base) != (saved_type == "VisionTransformer") or (vit is not base and type(base).__name__ != saved_type):
+        raise ValueError(f"{path}: saved from a {saved_type}; the base is a {type(base).__name__}")
+    saved, actual = meta["backbone"], _architecture(vit)
     mismatched = {k: (saved[k], actual[k]) for k in ("embed_dim", "depth", "num_heads", "num_prefix_tokens")
                   if k in saved and saved[k] != actual[k]}
     if mismatched:
@@ -142,8 +165,11 @@ def from_pretrained(path: PathLike, base: nn.Module, is_trainable: bool = False)
         raise ValueError(f"{path}: the base model does not match the saved backbone "
                          f"{saved.get('architecture')!r} ({details})")
     if base.num_classes != meta["num_classes"]:
+        if vit is not base:
+            raise ValueError(f"{path}: saved with {meta['num_classes']} classes; the base has {base.num_classes}")
         base.reset_classifier(meta["num_classes"])
-    model = convert(base, DyTConfig.from_dict(meta["config"]))
+    convert(vit, DyTConfig.from_dict(meta["config"]))
+    model = base
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: not found next to {CONFIG_NAME}")

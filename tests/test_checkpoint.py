@@ -224,3 +224,30 @@ def test_atomic_write_leaves_no_partial_file_and_the_usual_mode(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(target, fail)
     assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_a_video_model_saves_and_loads_like_an_image_model(tmp_path):
+    import timm
+
+    from dytune.modules.video import VideoClassifier
+
+    def fresh():
+        torch.manual_seed(0)
+        vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=3,
+                                num_classes=0)
+        return vit
+
+    model = VideoClassifier(dytune.convert(fresh(), dytune.DyTConfig(bottleneck=4)), num_classes=5, num_frames=3)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.02)
+    clips = torch.randn(2, 3, 3, 32, 32)
+    expected = model.eval()(clips)
+    dytune.save_pretrained(model, tmp_path / "video")
+    loaded = dytune.from_pretrained(tmp_path / "video", base=VideoClassifier(fresh(), num_classes=5, num_frames=3))
+    assert torch.allclose(loaded(clips), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="saved with 5 classes"):
+        dytune.from_pretrained(tmp_path / "video", base=VideoClassifier(fresh(), num_classes=4, num_frames=3))
+    with pytest.raises(ValueError, match="saved from a VideoClassifier"):
+        dytune.from_pretrained(tmp_path / "video", base=fresh())

@@ -1,8 +1,9 @@
 """A benchmark suite: several methods x tasks x seeds with one engine, one CSV, one table and one plot.
 
 The suite file (YAML) holds `base` (TrainConfig settings shared by every run), `tasks`, `seeds` and `runs` (a name
-and the settings that differ, optionally its own `seeds`), and `output`. Finished runs are skipped and interrupted
-ones resumed, so the same command continues a suite.
+and the settings that differ, optionally its own `seeds`), and `output`; optionally `task_settings`, settings per
+task (e.g. each video task's dataset layout and data_root), applied after `base` and before the run's. Finished
+runs are skipped and interrupted ones resumed, so the same command continues a suite.
 """
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import argparse
 import csv
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import yaml
 
 from ..checkpoint import atomic_write
 from .config import TrainConfig
+from .methods import METHODS
 
 
 def load_suite(path: Path) -> Dict[str, Any]:
@@ -26,6 +28,9 @@ def load_suite(path: Path) -> Dict[str, Any]:
     missing = [k for k in ("base", "tasks", "seeds", "runs", "output") if k not in suite]
     if missing:
         raise ValueError(f"{path}: missing {missing}; a suite holds base, tasks, seeds, runs and output")
+    unknown = sorted(set(suite.get("task_settings") or {}) - set(suite["tasks"]))
+    if unknown:
+        raise ValueError(f"{path}: task_settings for {unknown}, which are not in tasks {suite['tasks']}")
     names = [r.get("name") for r in suite["runs"]]
     if None in names or len(set(names)) != len(names):
         raise ValueError(f"{path}: every run needs a distinct name, got {names}")
@@ -41,7 +46,8 @@ def planned_runs(suite: Dict[str, Any], overrides: List[str] = ()) -> List[Tuple
         settings = {k: v for k, v in run.items() if k not in ("name", "seeds")}
         for task in suite["tasks"]:
             for seed in run.get("seeds", suite["seeds"]):
-                values = {**suite["base"], **settings, "task": task, "seed": seed,
+                per_task = (suite.get("task_settings") or {}).get(task, {})
+                values = {**suite["base"], **per_task, **settings, "task": task, "seed": seed,
                           "output_dir": str(Path(suite["output"]) / run["name"] / task / f"seed{seed}")}
                 values.update({k: extra[k] for k in explicit})
                 configs.append((run["name"], TrainConfig.from_dict(values, source=f"suite run {run['name']}")))
@@ -50,6 +56,7 @@ def planned_runs(suite: Dict[str, Any], overrides: List[str] = ()) -> List[Tuple
 
 def run_suite(suite: Dict[str, Any], overrides: List[str] = ()) -> List[Dict[str, Any]]:
     """Train every planned run that has not finished; return one row per finished run."""
+    from .rundir import RUN_FILES, has_checkpoint
     from .trainer import train
 
     plan = planned_runs(suite, overrides)
@@ -58,7 +65,10 @@ def run_suite(suite: Dict[str, Any], overrides: List[str] = ()) -> List[Dict[str
         if (out / "results.json").is_file():
             continue
         print(f"[{i}/{len(plan)}] {name} {cfg.task} seed {cfg.seed}")
-        train(cfg, resume=(out / "last" / "train_state.pt").is_file())
+        resume = has_checkpoint(out)
+        if not resume and any((out / f).exists() for f in RUN_FILES):  # an attempt that died before its checkpoint
+            cfg.overwrite = True
+        train(cfg, resume=resume)
     return collect(plan)
 
 
@@ -74,7 +84,7 @@ def collect(plan: List[Tuple[str, TrainConfig]]) -> List[Dict[str, Any]]:
         r = json.loads(file.read_text())
         final = r["final"]
         rows.append({"run": name, "method": cfg.method, "task": cfg.task, "seed": cfg.seed,
-                     "target_rate": cfg.target_rate if r["method"].startswith("dyt") else "",
+                     "target_rate": cfg.target_rate if METHODS[cfg.method].dynamic else "",
                      "acc": final[r["metric"]], "keep_rate": final.get("keep_rate", 1.0), "gmacs": final["gmacs"],
                      "gmacs_pct_dense": final.get("gmacs_pct_dense", ""), "images_per_s": final["images_per_s"],
                      "trainable_params": r["trainable_params"], "keep_rates": final.get("keep_rates", [])})
@@ -199,11 +209,28 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("suite", type=Path, help="suite YAML, e.g. configs/minivtab_suite.yaml")
     p.add_argument("overrides", nargs="*", help="key=value settings applied to every run (e.g. epochs=2)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the CSV, table and plot")
+    p.add_argument("--only", nargs="+", default=None, metavar="RUN", help="train only these runs of the suite")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
+                   help="train only these seeds of each run (e.g. --seeds 0 for a first pass)")
     p.set_defaults(run=run)
 
 
+def select(suite: Dict[str, Any], only: Optional[List[str]] = None, seeds: Optional[List[int]] = None,
+           ) -> Dict[str, Any]:
+    """The suite restricted to the runs named `only` and to `seeds` (the others stay as they are on disk)."""
+    names = [r["name"] for r in suite["runs"]]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ValueError(f"--only {unknown}: not runs of this suite ({', '.join(names)})")
+    runs = [dict(r) for r in suite["runs"] if only is None or r["name"] in only]
+    if seeds is not None:
+        for r in runs:
+            r["seeds"] = [s for s in r.get("seeds", suite["seeds"]) if s in seeds]
+    return {**suite, "runs": [r for r in runs if r.get("seeds", suite["seeds"])]}
+
+
 def run(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite)
+    suite = select(load_suite(args.suite), args.only, args.seeds)
     rows = collect(planned_runs(suite, args.overrides)) if args.report_only else run_suite(suite, args.overrides)
     if not rows:
         print("no finished run yet")
