@@ -3,12 +3,9 @@ no fresh run over a finished one, moved folders, and torchrun with fewer evaluat
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import traceback
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -16,7 +13,6 @@ from safetensors.torch import load_file
 
 from dytune.cli import main
 from dytune.engine import train
-from dytune.engine.trainer import Trainer
 from dytune.errors import RunError
 from tests.engine.fixtures import write_vtab_task
 from tests.engine.test_engine import TINY, _free_port, config
@@ -29,16 +25,24 @@ def _weights(run: Path):
     return load_file(str(run / "last" / "adapter_model.safetensors"))
 
 
-def _train_killed_at(cfg, kill_at: int) -> bool:
-    """Train 2 epochs in a forked process that SIGKILLs itself at step `kill_at` (renames, fsyncs, mode changes,
-    deletions) of the second epoch's `last` checkpoint write; returns whether it was killed."""
+# A fresh interpreter that forks one trainer per kill point: forking the pytest process itself is unsafe once
+# autograd has run there (its worker threads do not survive a fork).
+_ZYGOTE = r"""
+import json, os, shutil, signal, sys, traceback
+import torch
+from dytune.engine import TrainConfig, train
+from dytune.engine.trainer import Trainer
+
+torch.set_num_threads(1)
+for line in sys.stdin:
+    settings, kill_at = json.loads(line)
     pid = os.fork()
     if pid == 0:
+        os.dup2(2, 1)  # the trainer's prints go to stderr; stdout carries the outcomes
         try:
-            torch.set_num_threads(1)
             count, armed = [0], [False]
 
-            def stepped(real: Callable) -> Callable:
+            def stepped(real):
                 def call(*args, **kwargs):
                     if armed[0]:
                         count[0] += 1
@@ -51,23 +55,43 @@ def _train_killed_at(cfg, kill_at: int) -> bool:
                 setattr(module, name, stepped(getattr(module, name)))
             save_last = Trainer._save_last
 
-            def arm_in_epoch_2(self, epoch: int) -> None:
+            def arm_in_epoch_2(self, epoch):
                 armed[0] = epoch == 1
                 save_last(self, epoch)
                 armed[0] = False
 
             Trainer._save_last = arm_in_epoch_2
-            train(cfg)
+            train(TrainConfig.from_dict(settings))
             os._exit(0)
         except BaseException:
             traceback.print_exc()
             os._exit(1)
     _, status = os.waitpid(pid, 0)
-    if os.WIFEXITED(status):
-        assert os.WEXITSTATUS(status) == 0, "the trainer failed instead of being killed"
-        return False
-    assert os.WTERMSIG(status) == signal.SIGKILL
-    return True
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    ok = killed or (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+    print(json.dumps({"killed": killed, "ok": ok}), flush=True)
+"""
+
+
+class _Trainers:
+    """Trains 2 epochs in a forked process that SIGKILLs itself at step `kill_at` (renames, fsyncs, mode changes,
+    deletions) of the second epoch's `last` checkpoint write; says whether it was killed."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                               "OMP_NUM_THREADS": "1"})
+
+    def killed_at(self, cfg, kill_at: int) -> bool:
+        self.proc.stdin.write(json.dumps([cfg.to_dict(), kill_at]) + "\n")
+        self.proc.stdin.flush()
+        outcome = json.loads(self.proc.stdout.readline())
+        assert outcome["ok"], "the trainer failed instead of being killed"
+        return outcome["killed"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 @posix_only
@@ -75,9 +99,10 @@ def test_kill_at_every_step_of_the_checkpoint_write_then_resume_ends_like_an_uni
     common = dict(epochs=3, adapter_dropout=0.0)
     straight = _weights(Path(train(config(tmp_path / "straight", **common)) and tmp_path / "straight" / "run"))
     killed_steps = 0
+    trainers = _Trainers()
     for kill_at in range(1, 100):
         base = tmp_path / f"k{kill_at}"
-        killed = _train_killed_at(config(base, stop_after=2, **common), kill_at)
+        killed = trainers.killed_at(config(base, stop_after=2, **common), kill_at)
         leftovers = [p for p in (base / "run").rglob("*.tmp")]
         results = train(config(base, **common), resume=True)  # the dead writer's lock is taken over
         assert results["epochs_done"] == 3
@@ -91,6 +116,7 @@ def test_kill_at_every_step_of_the_checkpoint_write_then_resume_ends_like_an_uni
         killed_steps += 1 if leftovers or killed else 0
     else:
         pytest.fail("the checkpoint write never finished")
+    trainers.close()
     assert killed_steps > 5
 
 
