@@ -79,4 +79,12 @@ def vtab_dataset(
         raise FileNotFoundError(f"{folder}: task folder not found; {root} holds {known}")
     if split not in VTAB_SPLITS:
         raise ValueError(f"VTAB split {split!r}: expected one of {', '.join(VTAB_SPLITS)}")
-    return ImageListDataset(folder, folder / f"{split}.txt", num_classes(root, task), transform, cache, skip_bad_images)
+    count = num_classes(root, task)
+    dataset = ImageListDataset(folder, folder / f"{split}.txt", count, transform, cache, skip_bad_images)
+    names = folder / "classes.txt"
+    if names.is_file():  # class names for predictions, saved with the run
+        listed = [n.strip() for n in names.read_text().splitlines() if n.strip()]
+        if len(listed) != count:
+            raise ValueError(f"{names}: {len(listed)} class names, but task {task!r} has {count} classes")
+        dataset.classes = listed
+    return dataset

@@ -15,13 +15,21 @@ from ..viz import plot_skip_maps
 from .base import Task, register_task
 from .metrics import ClassificationMetric
 
-__all__ = ["ClassificationTask", "distill_kl"]
+__all__ = ["ClassificationTask", "distill_kl", "top_classes"]
 
 
 def distill_kl(student: torch.Tensor, teacher: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """KL(teacher || student) of the class distributions along `dim`, averaged over the batch ("batchmean")."""
     return F.kl_div(F.log_softmax(student.float(), dim=dim), F.log_softmax(teacher.float(), dim=dim),
                     log_target=True, reduction="batchmean")
+
+
+def top_classes(logits: torch.Tensor, classes: Optional[List[str]], top_k: int) -> Dict[str, Any]:
+    """`label` (the top class name) and `top`: [name, probability] of the `top_k` most probable classes."""
+    probs = logits.float().softmax(dim=-1)
+    values, indices = probs.topk(min(top_k, probs.numel()))
+    names = [classes[i] if classes and i < len(classes) else str(i) for i in indices.tolist()]
+    return {"label": names[0], "top": [[n, float(v)] for n, v in zip(names, values.tolist())]}
 
 
 @register_task
@@ -78,10 +86,7 @@ class ClassificationTask(Task):
         return build_transform(cfg.img_size, cfg.augment, False, tuple(cfg.mean), tuple(cfg.std))(picture)
 
     def describe_prediction(self, output: torch.Tensor, classes: Optional[List[str]], top_k: int) -> Dict[str, Any]:
-        probs = output.float().softmax(dim=-1)
-        values, indices = probs.topk(min(top_k, probs.numel()))
-        names = [classes[i] if classes and i < len(classes) else str(i) for i in indices.tolist()]
-        return {"label": names[0], "top": [[n, float(v)] for n, v in zip(names, values.tolist())]}
+        return top_classes(output, classes, top_k)
 
     def save_skip_map(self, model: nn.Module, sample: torch.Tensor, path: Path, title: str = "") -> Path:
         return plot_skip_maps(model, sample[None].to(next(model.parameters()).device), path, self.cfg.mean,

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from ..data.video import VideoDataset, VideoRecipe, kinetics_recipe, ssv2_recipe
 from ..modules.video import VideoClassifier
 from .base import Task, register_task
-from .classification import distill_kl
+from .classification import distill_kl, top_classes
 from .metrics import ClassificationMetric
 
 __all__ = ["VideoTask", "SSV2_LABELS", "ssv2_split_file"]
@@ -114,10 +114,7 @@ class VideoTask(Task):
         return one[0][0]
 
     def describe_prediction(self, output: torch.Tensor, classes: Optional[List[str]], top_k: int) -> Dict[str, Any]:
-        probs = output.float().softmax(dim=-1)
-        values, indices = probs.topk(min(top_k, probs.numel()))
-        names = [classes[i] if classes and i < len(classes) else str(i) for i in indices.tolist()]
-        return {"label": names[0], "top": [[n, float(v)] for n, v in zip(names, values.tolist())]}
+        return top_classes(output, classes, top_k)
 
     def save_skip_map(self, model: nn.Module, sample: torch.Tensor, path: Path, title: str = "") -> Path:
         from ..viz import plot_frame_skip_maps

@@ -189,3 +189,20 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
 def test_bf16_autocast_on_cpu(tmp_path):
     results = train(config(tmp_path, precision="bf16", epochs=1, clip_grad=1.0))
     assert results["final"]["images"] == 12 and 0.0 < results["final"]["keep_rate"] < 1.0
+
+
+def test_predict_prints_top_classes_keep_rate_macs_and_writes_skip_maps(tmp_path, capsys):
+    cfg = config(tmp_path, epochs=1)
+    (Path(cfg.data_root) / "toy" / "classes.txt").write_text("red\ngreen\nblue\n")
+    train(cfg)
+    image = Path(cfg.data_root) / "toy" / "images" / "test" / "000001.png"
+    capsys.readouterr()
+    assert main(["predict", cfg.output_dir, str(image), "--top-k", "2", "--skip-maps", str(tmp_path / "maps"),
+                 "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["label"] in ("red", "green", "blue") and len(row["top"]) == 2
+    assert sum(p for _, p in row["top"]) <= 1.0 and row["top"][0][1] >= row["top"][1][1]
+    assert 0.0 <= row["keep_rate"] <= 1.0 and len(row["keep_rates"]) == 2 and row["gmacs"] > 0
+    assert Path(row["skip_map"]).is_file()
+    assert main(["predict", cfg.output_dir, str(tmp_path / "missing.png")]) == 2
+    assert "missing.png: image not found" in capsys.readouterr().err
