@@ -6,6 +6,9 @@ architecture with random weights, and for raw pixels (16 x 16 average-pooled), s
 adds.
 
     python benchmarks/backbone_probe.py --root data/minivtab --out docs/results/backbone_probe.json
+
+`--assets DIR` probes the backbone files exported to DIR (`dytune pretrain --export DIR`) instead of the shipped
+ones, e.g. a new backbone staged before it replaces dytune/assets.
 """
 from __future__ import annotations
 
@@ -70,11 +73,14 @@ def main() -> None:
     parser.add_argument("--root", default="data/minivtab", help="mini-VTAB folder (built there if missing)")
     parser.add_argument("--out", default="docs/results/backbone_probe.json")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--assets", default=None, metavar="DIR",
+                        help="folder of the backbone files to probe (default: the shipped dytune/assets)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     build_minivtab(args.root)
-    info = mini_vit_info()
-    models = {"pretrained": mini_vit()}
+    assets = Path(args.assets) if args.assets else None
+    info = mini_vit_info(assets)
+    models = {"pretrained": mini_vit(assets=assets)}
     torch.manual_seed(0)
     models["random_init"] = timm.create_model(info["timm_model"], pretrained=False, **info["timm_kwargs"]).eval()
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
@@ -90,9 +96,10 @@ def main() -> None:
         tqdm.write(f"{task}: " + ", ".join(f"{k} {v['test_acc']:.1f}" for k, v in results[task].items()))
     names: List[str] = ["pretrained", "random_init", "pixels"]
     mean = {n: round(float(np.mean([results[t][n]["test_acc"] for t in TASKS])), 2) for n in names}
-    report = {"command": "python benchmarks/backbone_probe.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
+    report = {"command": "python benchmarks/backbone_probe.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
+                                                                        if v is not None),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
-              "backbone": {k: info[k] for k in ("timm_model", "timm_kwargs", "test_acc")},
+              "backbone": {k: info[k] for k in ("timm_model", "timm_kwargs", "test_acc", "steps")},
               "seconds": round(time.time() - started), "results": results, "mean": mean}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
