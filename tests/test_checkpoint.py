@@ -251,3 +251,19 @@ def test_a_video_model_saves_and_loads_like_an_image_model(tmp_path):
         dytune.from_pretrained(tmp_path / "video", base=VideoClassifier(fresh(), num_classes=4, num_frames=3))
     with pytest.raises(ValueError, match="saved from a VideoClassifier"):
         dytune.from_pretrained(tmp_path / "video", base=fresh())
+
+
+def test_trained_state_keeps_the_buffers_of_trained_modules():
+    head = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    frozen = torch.nn.BatchNorm2d(4).requires_grad_(False)
+    model = torch.nn.ModuleDict({"head": head, "frozen": frozen})
+    keys = set(dytune.checkpoint.trained_state_dict(model))
+    assert {"head.1.running_mean", "head.1.running_var", "head.1.num_batches_tracked", "head.1.weight"} <= keys
+    assert not any(k.startswith("frozen.") for k in keys)
+
+
+def test_calibrate_without_dispatchers_says_why(images):
+    model = converted(layers=()).eval()  # AdaptFormer: dytune blocks, no dispatcher
+    for per_layer in (False, True):
+        with pytest.raises(ValueError, match="no token dispatchers"):
+            dytune.calibrate(model, images, 0.5, per_layer=per_layer)

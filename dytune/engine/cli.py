@@ -111,10 +111,11 @@ def results_table(results: dict) -> str:
 
 def format_budget_curve(rows: List[Dict[str, Any]]) -> str:
     """The rows of `budget_curve_run` as a Markdown table."""
-    lines = ["| thresholds | keep rate | acc % | GMACs | % dense MACs | img/s |", "|---|---|---|---|---|---|"]
+    metric = rows[0].get("metric", "acc") if rows else "acc"
+    lines = [f"| thresholds | keep rate | {metric} % | GMACs | % dense MACs | img/s |", "|---|---|---|---|---|---|"]
     for row in rows:
         target = "as trained" if row["target_keep_rate"] is None else f"keep {row['target_keep_rate']:.2f}"
-        lines.append(f"| {target} | {row.get('keep_rate', 1.0):.3f} | {row['acc']:.2f} | {row['gmacs']:.4f} | "
+        lines.append(f"| {target} | {row.get('keep_rate', 1.0):.3f} | {row[metric]:.2f} | {row['gmacs']:.4f} | "
                      f"{row.get('gmacs_pct_dense', float('nan')):.1f} | {row['images_per_s']:.0f} |")
     return "\n".join(lines)
 

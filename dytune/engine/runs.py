@@ -139,7 +139,7 @@ def budget_curve_run(run_dir: Path, keep_rates_to_try: Sequence[float], override
                              f"dyt* run")
 
         def score(target: Optional[float]) -> Dict[str, Any]:
-            return {"target_keep_rate": target, **_evaluate(run)}
+            return {"target_keep_rate": target, "metric": run.task.metric(1).primary, **_evaluate(run)}
 
         calib = calibration_inputs(run.cfg, run.task, calibration_count)
         return [score(None)] + sweep_keep_rates(run.model, calib, keep_rates_to_try, score, per_layer)

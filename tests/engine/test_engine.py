@@ -206,3 +206,12 @@ def test_predict_prints_top_classes_keep_rate_macs_and_writes_skip_maps(tmp_path
     assert Path(row["skip_map"]).is_file()
     assert main(["predict", cfg.output_dir, str(tmp_path / "missing.png")]) == 2
     assert "missing.png: image not found" in capsys.readouterr().err
+
+
+def test_budget_table_names_the_runs_metric():
+    from dytune.engine.cli import format_budget_curve
+
+    row = {"target_keep_rate": None, "metric": "mean_per_class_acc", "mean_per_class_acc": 61.5, "acc": 70.0,
+           "gmacs": 0.1, "images_per_s": 10.0}
+    table = format_budget_curve([row])
+    assert "mean_per_class_acc %" in table and "61.50" in table and "70.00" not in table
