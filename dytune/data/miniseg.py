@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from .builds import check_built, remove_stale_builds
 from .canvas import contrasting_colors, paste, place_theta, textures, uniform
-from .minivtab import _remove_stale_builds
 from .segmentation import ADE20K, Transform, read_class_names
 from .sources import letter_fonts, load_digits, render_glyphs
 
@@ -235,15 +235,6 @@ def render_miniseg(split: str, n: int, seed: int = 0, size: int = 128, max_objec
     return RenderedSeg(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
 
 
-def _check_existing(folder: Path, settings: Dict[str, Any]) -> None:
-    meta_path = folder / "meta.json"
-    if not meta_path.is_file():
-        raise ValueError(f"{folder} exists but has no meta.json: not a mini-segmentation folder; move it away")
-    meta = json.loads(meta_path.read_text())
-    found = {k: meta.get(k) for k in settings}
-    if found != settings:
-        raise ValueError(f"{folder} was built with {found}, not the requested {settings}; use another root or delete "
-                         f"the folder")
 
 
 def build_miniseg(root: PathLike, seed: int = 0, n_train: int = 1000, n_val: int = 500, size: int = 128,
@@ -266,13 +257,13 @@ def build_miniseg(root: PathLike, seed: int = 0, n_train: int = 1000, n_val: int
     settings = {"format": FORMAT_VERSION, "seed": seed, "image_size": size, "max_objects": max_objects,
                 "counts": {"training": n_train, "validation": n_val}}
     if root.exists():
-        _check_existing(root, settings)
+        check_built(root, settings, "mini-segmentation folder")
         return root
     for n, name in ((n_train, "training"), (n_val, "validation")):
         if n < 1:
             raise ValueError(f"mini-segmentation: the {name} split needs at least one image, got {n}")
     root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(root.parent, root.name)
+    remove_stale_builds(root.parent, root.name)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     start = time.perf_counter()
     try:
@@ -302,7 +293,7 @@ def build_miniseg(root: PathLike, seed: int = 0, n_train: int = 1000, n_val: int
             if not root.exists():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep its folder
-            _check_existing(root, settings)
+            check_built(root, settings, "mini-segmentation folder")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -36,6 +36,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from .builds import check_built, remove_stale_builds
 from .canvas import contrasting_colors, paste, place_theta, textures, uniform
 
 __all__ = [
@@ -398,7 +399,7 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
     settings = {"format": FORMAT_VERSION, "task": task, "seed": seed, "image_size": IMG_SIZE, "frames": frames,
                 "fps": FPS, "codec": spec.codec, "counts": counts}
     if folder.exists():
-        _check_existing(folder, settings)
+        check_built(folder, settings, "mini-video task folder")
         return folder
     for split, n in counts.items():
         if n < 1:
@@ -406,7 +407,7 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
     if frames < 8:
         raise ValueError(f"mini-video {task}: frames={frames}, expected at least 8")
     root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(root, task)
+    remove_stale_builds(root, task)
     tmp = root / f".{task}.tmp-{os.getpid()}"
     tmp.mkdir()
     try:
@@ -424,42 +425,17 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
             if not folder.exists():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep its folder
-            _check_existing(folder, settings)
+            check_built(folder, settings, "mini-video task folder")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
 
 
-def _remove_stale_builds(root: Path, task: str) -> None:
-    """Delete temporary folders of this task left by builders that died."""
-    for tmp in root.glob(f".{task}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # left by an earlier, interrupted call of this process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
-def _check_existing(folder: Path, settings: Dict[str, Any]) -> None:
-    meta_path = folder / "meta.json"
-    if not meta_path.is_file():
-        raise ValueError(f"{folder} exists but has no meta.json: not a mini-video task folder; move it away")
-    meta = json.loads(meta_path.read_text())
-    found = {k: meta.get(k) for k in settings}
-    if found != settings:
-        raise ValueError(f"{folder} was built with {found}, not the requested {settings}; "
-                         f"use another --root or delete the folder")
 
 
 def build_minivideo(root: PathLike, seed: int = 0, tasks: Optional[Sequence[str]] = None, n_train: int = 800,

@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .builds import check_built, remove_stale_builds
 from .canvas import contrasting_colors, paste, place_theta, textures, uniform
 from .sources import letter_fonts, load_digits, render_glyphs
 
@@ -304,13 +305,13 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
     settings = {"format": FORMAT_VERSION, "task": task, "seed": seed, "image_size": IMG_SIZE,
                 "counts": {"train": n_train, "val": n_val, "test": n_test}}
     if folder.exists():
-        _check_existing(folder, settings)
+        check_built(folder, settings, "mini-VTAB task folder")
         return folder
     for n, name in ((n_train, "train"), (n_val, "val"), (n_test, "test")):
         if n < 1:
             raise ValueError(f"mini-VTAB {task}: the {name} split needs at least one image, got {n}")
     root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(root, task)
+    remove_stale_builds(root, task)
     tmp = root / f".{task}.tmp-{os.getpid()}"
     sources = sources if sources is not None else load_sources(seed)
     spec = TASKS[task]
@@ -347,42 +348,17 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
                 raise
             # another process finished the same task first: keep its folder if it has our settings
             shutil.rmtree(tmp, ignore_errors=True)
-            _check_existing(folder, settings)
+            check_built(folder, settings, "mini-VTAB task folder")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
 
 
-def _remove_stale_builds(root: Path, task: str) -> None:
-    """Delete temporary folders of this task left by builders that died (their process no longer exists)."""
-    for tmp in root.glob(f".{task}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a folder of our own pid is from an earlier call that was interrupted
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
-def _check_existing(folder: Path, settings: Dict[str, Any]) -> None:
-    meta_path = folder / "meta.json"
-    if not meta_path.is_file():
-        raise ValueError(f"{folder} exists but has no meta.json: not a mini-VTAB task folder; move it away")
-    meta = json.loads(meta_path.read_text())
-    found = {k: meta.get(k) for k in settings}
-    if found != settings:
-        raise ValueError(f"{folder} was built with {found}, not the requested {settings}; "
-                         f"use another --root or delete the folder")
 
 
 def build_minivtab(root: PathLike, seed: int = 0, tasks: Optional[Sequence[str]] = None, n_train: int = 800,
