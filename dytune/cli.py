@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": "dytune.bench.cli",
     "minivtab": "dytune.data.minivtab",
     "minivideo": "dytune.data.minivideo",
+    "miniseg": "dytune.data.miniseg",
     "predict": "dytune.engine.predict",
     "pretrain": "dytune.pretrain",
 }

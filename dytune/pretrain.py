@@ -43,7 +43,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_write
 from .data.canvas import contrasting_colors, paste, place_theta, textures, uniform
 from .data.sources import FASHION_MNIST_CLASSES, load_fashion_mnist
-from .engine.optim import param_groups
+from .engine.optim import lr_at, param_groups
 
 __all__ = ["AUX_BINS", "AuxHeads", "build_backbone", "evaluate", "export", "multitask_loss", "normalize",
            "render_scene", "render_source", "scene_batches", "source_batches", "train"]
@@ -308,14 +308,6 @@ def test_set(count: int = 10000, seed: int = 12345) -> Tuple[torch.Tensor, torch
     gen = torch.Generator().manual_seed(seed)
     images = torch.cat([render_source(items[i:i + 1000], gen, 1.0) for i in range(0, len(items), 1000)])
     return images, labels
-
-
-def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
-    """Linear warm-up to `lr`, then cosine decay to `min_lr`."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def is_multitask(options: Dict[str, Any]) -> bool:

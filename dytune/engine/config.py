@@ -224,6 +224,23 @@ class TrainConfig:
                                      "of failing", False)
     video_backend: str = _setting("Video decoder: auto (torchcodec when it imports, else PyAV), pyav or torchcodec",
                                   "auto", choices=("auto", "pyav", "torchcodec"))
+    # segmentation (dataset=ade20k or cocostuff; the crop is img_size)
+    seg_scale: List[int] = _setting("Segmentation: the resize scale [long, short] of the training random resize and "
+                                    "the test keep-ratio resize; [] = [4 * img_size, img_size] (ADE20K: 2048 x 512)",
+                                    [], AT_LEAST_1)
+    seg_ratio_range: List[float] = _setting("Segmentation: the training random resize's ratio range", [0.5, 2.0],
+                                            POSITIVE)
+    seg_cat_max_ratio: float = _setting("Segmentation: the most one class may cover of a training crop (re-drawn "
+                                        "up to 10 times)", 0.75, Bounds(0, 1, low_open=True))
+    seg_inference: str = _setting("Segmentation at test: slide (img_size windows, logits averaged) or whole",
+                                  "slide", choices=("slide", "whole"))
+    seg_stride: int = _setting("Segmentation: sliding-window stride; 0 = two thirds of img_size (341 at 512)", 0,
+                               AT_LEAST_0)
+    seg_channels: int = _setting("Segmentation: UPerNet head width (the official DyT config: 768)", 768, AT_LEAST_1)
+    seg_aux_weight: float = _setting("Segmentation: weight of the FCN auxiliary head's loss (0: no auxiliary head)",
+                                     0.4, AT_LEAST_0)
+    seg_out_indices: List[int] = _setting("Segmentation: blocks feeding the 4 pyramid levels; [] = (3, 5, 7, 11) for "
+                                          "12 blocks, else spread evenly ending at the last block", [])
     # model
     model: str = _setting("timm model name", "vit_base_patch16_224")
     pretrained: bool = _setting("Load timm's pretrained weights (downloads; ignored with checkpoint_path)", False)
@@ -239,6 +256,8 @@ class TrainConfig:
     experts: int = _setting("Experts of the MoE adapter (dyt-moe)", 4, AT_LEAST_1)
     target_rate: float = _setting("Target keep rate r of DyT", 0.5, Bounds(0, 1, low_open=True))
     rate_weight: float = _setting("Weight of the rate loss", 2.0, AT_LEAST_0)
+    distill: Optional[bool] = _setting("Train with the complete model's loss and its distillation into the "
+                                       "dynamic model (None: the method's default, on for dyt and dyt-moe)", None)
     tau: float = _setting("Gumbel-sigmoid temperature", 5.0, POSITIVE)
     tau_final: Optional[float] = _setting("Anneal tau linearly to this value over training (None: constant)", None,
                                           POSITIVE)
@@ -253,7 +272,10 @@ class TrainConfig:
     weight_decay: float = _setting("AdamW weight decay (not applied to biases, norms, tokens, position embeddings)",
                                    1e-4, AT_LEAST_0)
     warmup_epochs: float = _setting("Linear warm-up epochs (per-iteration)", 10.0, AT_LEAST_0)
-    min_lr: float = _setting("Final learning rate of the cosine decay", 1e-5, AT_LEAST_0)
+    min_lr: float = _setting("Final learning rate of the decay", 1e-5, AT_LEAST_0)
+    lr_schedule: str = _setting("Decay after the warm-up: cosine (to min_lr) or poly (mmseg's, to min_lr with "
+                                "poly_power)", "cosine", choices=("cosine", "poly"))
+    poly_power: float = _setting("Exponent of the poly schedule", 1.0, POSITIVE)
     accum_steps: int = _setting("Gradient accumulation steps", 1, AT_LEAST_1)
     clip_grad: Optional[float] = _setting("Clip the gradient norm to this value (None: no clipping)", None, POSITIVE)
     precision: str = _setting("Compute precision: bf16 on CPU and CUDA, fp16 on CUDA (with a gradient scaler)", "fp32",

@@ -34,6 +34,11 @@ def _batch_size(inputs: Any) -> int:
     return (inputs if torch.is_tensor(inputs) else inputs[0]).shape[0]
 
 
+def _sample_shape(inputs: Any) -> Tuple[Any, ...]:
+    """The shape of one sample (e.g. a segmentation image's size, which sets its number of tokens and windows)."""
+    return tuple(inputs.shape[1:]) if torch.is_tensor(inputs) else tuple(tuple(x.shape[1:]) for x in inputs)
+
+
 def _first_sample(inputs: Any) -> Any:
     return inputs[:1] if torch.is_tensor(inputs) else type(inputs)(x[:1] for x in inputs)
 
@@ -97,14 +102,16 @@ def evaluate(model: nn.Module, loader: DataLoader, env: distributed.DistEnv, num
         num_classes, device=device)
     keep = _KeepRates(model, device)
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # samples, macs, forward seconds
-    static: Optional[int] = None
+    static_by_shape: Dict[Tuple[Any, ...], int] = {}
     for inputs, targets in tqdm(loader, desc="eval", leave=False, disable=not (progress and env.is_main)):
         inputs, targets = to_device(inputs, device), to_device(targets, device)
         batch = _batch_size(inputs)
-        if static is None:  # everything outside the dynamic blocks costs the same for every sample
+        shape = _sample_shape(inputs)
+        if shape not in static_by_shape:  # what the dynamic blocks do not do costs the same for samples of one shape
             with DynamicMacMeter(model, 1) as meter:
                 whole = int(count_macs(model, _first_sample(inputs), forward=infer)[0])
-            static = whole - int(meter.macs[0])
+            static_by_shape[shape] = whole - int(meter.macs[0])
+        static = static_by_shape[shape]
         with DynamicMacMeter(model, batch) as meter:
             synchronize(device)
             start = time.perf_counter()

@@ -100,8 +100,11 @@ for _m in (
 
 def build_objective(method: Method, task: Any, cfg: Any) -> nn.Module:
     """The training objective of `method` on `task`: the DyT objective for dynamic methods, the task loss alone
-    otherwise."""
+    otherwise; `cfg.distill` overrides the method's distillation."""
+    distill = method.distill if cfg.distill is None else cfg.distill
+    if distill and not method.dynamic:
+        raise ValueError(f"distill=true: method {cfg.method!r} has no dynamic model to distil into; use a dyt* method")
     if method.dynamic:
         return DynamicObjective(task.loss, task.distill_loss, target_rate=cfg.target_rate,
-                                rate_weight=cfg.rate_weight, distill=method.distill, loss_name=task.loss_name)
+                                rate_weight=cfg.rate_weight, distill=distill, loss_name=task.loss_name)
     return TaskObjective(task.loss, loss_name=task.loss_name)

@@ -1,4 +1,4 @@
-"""Optimisation: AdamW parameter groups and the one learning-rate schedule (linear warm-up, half-cosine)."""
+"""Optimisation: AdamW parameter groups and the one learning-rate schedule (linear warm-up, half-cosine or poly decay)."""
 from __future__ import annotations
 
 import math
@@ -34,11 +34,16 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(step: int, total: int, warmup: int, base: float, final: float) -> float:
-    """Learning rate of optimiser step `step` (0-based) of `total`: linear warm-up over `warmup` steps reaching
-    `base` at the last of them (the first step trains at base / warmup, not 0), then half-cosine from `base` to
-    `final`, per iteration."""
+def lr_at(step: int, total: int, warmup: int, base: float, final: float, schedule: str = "cosine",
+          power: float = 1.0) -> float:
+    """Learning rate of optimiser step `step` (0-based) of `total`, per iteration: linear warm-up over `warmup` steps
+    reaching `base` at the last of them (the first step trains at base / warmup, not 0), then a decay from `base` to
+    `final`: half-cosine (`schedule="cosine"`) or mmseg's poly, `(base - final) * (1 - progress) ** power + final`."""
     if step < warmup:
         return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return final + (base - final) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return final + (base - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "poly":
+        return final + (base - final) * (1.0 - progress) ** power
+    raise ValueError(f"lr schedule {schedule!r}: expected 'cosine' or 'poly'")

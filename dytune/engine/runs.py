@@ -70,7 +70,7 @@ def load_run(run_dir: Path, overrides: Tuple[str, ...] = (), checkpoint: str = D
         if task.num_classes(eval_set) > num_classes:
             raise ValueError(f"{folder} was trained on {num_classes} classes; the evaluation data "
                              f"({cfg.dataset} {cfg.task} {cfg.eval_split}) has {task.num_classes(eval_set)}")
-        loader = DataLoader(eval_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+        loader = DataLoader(eval_set, batch_size=task.eval_batch_size(), num_workers=cfg.num_workers,
                             collate_fn=task.collate(),
                             sampler=distributed.ShardSampler(len(eval_set), env.rank, env.world_size))
     model, dense = build_model(cfg, task, num_classes)

@@ -125,6 +125,8 @@ class Trainer:
             features, trained = cache
             self.train_data = extract_features(features, self.model, self.train_set, self.env, cfg.batch_size,
                                                cfg.num_workers, cfg.precision)
+        if self.env.distributed:
+            trained = self.task.distributed(trained)
         self.step_module = ObjectiveStep(trained, build_objective(self.method, self.task, cfg))
         self.ddp = (DistributedDataParallel(self.step_module, find_unused_parameters=True,
                                             device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None)
@@ -177,7 +179,8 @@ class Trainer:
         else:
             sampler = distributed.ShardSampler(len(dataset), env.rank, env.world_size)
         collate = None if train and self.features_cached else self.task.collate()
-        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+        batch_size = cfg.batch_size if train else self.task.eval_batch_size()
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.num_workers,
                           collate_fn=collate,
                           pin_memory=env.device.type == "cuda", persistent_workers=False,
                           generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
@@ -197,7 +200,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for i, (inputs, targets) in enumerate(bar):
             step = epoch * self.steps_per_epoch + i // cfg.accum_steps
-            lr = lr_at(step, total_steps, warmup, self.base_lr, cfg.min_lr * self.method.lr_scale)
+            lr = lr_at(step, total_steps, warmup, self.base_lr, cfg.min_lr * self.method.lr_scale, cfg.lr_schedule,
+                       cfg.poly_power)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             if self.method.dynamic:

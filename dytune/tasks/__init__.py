@@ -2,7 +2,8 @@
 from .base import TASKS, Metric, Task, build_task, register_task, task_for_dataset, unregister_task
 from .classification import ClassificationTask
 from .metrics import ClassificationMetric
+from .segmentation import SegmentationTask
 from .video import VideoTask
 
 __all__ = ["Task", "Metric", "TASKS", "register_task", "unregister_task", "task_for_dataset", "build_task",
-           "ClassificationTask", "ClassificationMetric", "VideoTask"]
+           "ClassificationTask", "ClassificationMetric", "SegmentationTask", "VideoTask"]

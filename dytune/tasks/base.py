@@ -81,6 +81,10 @@ class Task(abc.ABC):
         """The DataLoader collate function (None: torch's default)."""
         return None
 
+    def eval_batch_size(self) -> int:
+        """Samples per evaluation batch (1 where test samples differ in size, e.g. segmentation images)."""
+        return self.cfg.batch_size
+
     # ---- model ---------------------------------------------------------------------------------------------------
     def create_backbone(self, num_classes: int, pretrained: bool) -> nn.Module:
         """The timm backbone the config names (`model`, `model_kwargs`, `img_size`), with timm's pre-trained
@@ -101,6 +105,10 @@ class Task(abc.ABC):
     def head(self, model: nn.Module) -> Sequence[nn.Module]:
         """The modules the task adds and always trains (besides the method's parameters)."""
         return ()
+
+    def distributed(self, model: nn.Module) -> nn.Module:
+        """The model as it should be wrapped in DistributedDataParallel (e.g. its heads' BatchNorm synchronised)."""
+        return model
 
     def feature_cache(self, model: nn.Module) -> Optional[Tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module]]:
         """(features of an input batch, the head trained on them) when a frozen backbone's features can be computed
@@ -146,6 +154,12 @@ class Task(abc.ABC):
     def describe_prediction(self, output: Any, classes: Optional[List[str]], top_k: int) -> Dict[str, Any]:
         """The JSON-serialisable prediction for one sample's inference output (e.g. `label` and `top` classes)."""
         raise NotImplementedError(f"task {self.name!r} does not describe predictions")
+
+    def save_outputs(self, output: Any, sample: torch.Tensor, folder: Path, stem: str,
+                     classes: Optional[List[str]]) -> Dict[str, str]:
+        """Files showing one sample's prediction (e.g. a mask PNG and an overlay), written to `folder`; returns
+        {what: path}. Tasks whose prediction is fully described in JSON write nothing."""
+        return {}
 
     def save_skip_map(self, model: nn.Module, sample: torch.Tensor, path: Path, title: str = "") -> Path:
         """A picture of the tokens each dispatched sub-block skipped on `sample`, saved to `path`."""

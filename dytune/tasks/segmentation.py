@@ -1,0 +1,187 @@
+"""Semantic segmentation: the (DyT) ViT's features of four blocks through a feature-pyramid neck to a UperNet head
+(+ FCN auxiliary head); ADE20K and COCO-Stuff 164k layouts, sliding-window or whole-image testing, mIoU."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.segmentation import (ADE20K, COCOStuff, SegmentationDataset, colorize, eval_transforms, make_palette,
+                                 read_class_names, train_transforms)
+from ..metrics_segmentation import SegmentationMetric
+from ..modules.segmentation import (Segmenter, SegmentationLoss, pixel_distillation, slide_inference,
+                                    sync_batchnorm, whole_inference)
+from .base import Task, register_task
+
+__all__ = ["SegmentationTask", "default_out_indices", "overlay"]
+
+CLASSES_FILE = "classes.txt"
+
+
+def default_out_indices(depth: int, levels: int = 4) -> Tuple[int, ...]:
+    """Blocks feeding the pyramid levels: the paper's (3, 5, 7, 11) for 12 blocks, else `levels` blocks spread
+    evenly and ending at the last (a 6-block model: (1, 2, 3, 5))."""
+    if depth == 12 and levels == 4:
+        return 3, 5, 7, 11
+    if depth < levels:
+        raise ValueError(f"a {depth}-block backbone cannot feed {levels} pyramid levels from distinct blocks")
+    return tuple(sorted({max(0, round(depth * (i + 1) / levels) - 1) for i in range(levels)}))
+
+
+def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The image [H, W, 3] uint8 blended with a colour mask of the same size."""
+    return (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).round().astype(np.uint8)
+
+
+@register_task
+class SegmentationTask(Task):
+    """Per-pixel classification at crop `img_size`.
+
+    `dataset=ade20k` reads the ADE20K layout under `data_root` (its 150 classes, or the classes of a `classes.txt`
+    there, as in the mini-segmentation set); `dataset=cocostuff` the COCO-Stuff 164k layout (171 classes). Training
+    samples go through the paper's pipeline (random resize to `seg_scale` x `seg_ratio_range`, random crop with
+    `seg_cat_max_ratio`, flip, photometric distortion, pad); test images are resized keeping their ratio and
+    predicted one at a time (`seg_inference`: sliding `img_size` windows every `seg_stride` pixels, or the whole
+    image), the logits resized to the label map. The metric is mIoU (primary), mean class accuracy and pixel
+    accuracy. The backbone runs with `dynamic_img_size`, its position embedding resized from the pre-trained grid.
+    """
+
+    name = "segmentation"
+    datasets = ("ade20k", "cocostuff")
+    loss_name = "ce"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.criterion = SegmentationLoss(aux_weight=cfg.seg_aux_weight)
+
+    # ---- data ----------------------------------------------------------------------------------------------------
+    def scale(self) -> Tuple[int, int]:
+        """The resize scale (long, short) of both pipelines."""
+        cfg = self.cfg
+        if not cfg.seg_scale:
+            return 4 * cfg.img_size, cfg.img_size
+        if len(cfg.seg_scale) != 2:
+            raise ValueError(f"seg_scale={cfg.seg_scale}: expected [long, short] (e.g. [2048, 512])")
+        return cfg.seg_scale[0], cfg.seg_scale[1]
+
+    def stride(self) -> int:
+        """The sliding-window stride (two thirds of the crop unless `seg_stride` sets it)."""
+        cfg = self.cfg
+        if cfg.seg_stride > cfg.img_size:
+            raise ValueError(f"seg_stride={cfg.seg_stride} exceeds the window img_size={cfg.img_size}; windows would "
+                             f"leave gaps")
+        return cfg.seg_stride or max(1, round(cfg.img_size * 2 / 3))
+
+    def build_dataset(self, train: bool) -> SegmentationDataset:
+        cfg = self.cfg
+        if len(cfg.seg_ratio_range) != 2 or cfg.seg_ratio_range[0] > cfg.seg_ratio_range[1]:
+            raise ValueError(f"seg_ratio_range={cfg.seg_ratio_range}: expected [low, high] with low <= high")
+        mean, std = tuple(cfg.mean), tuple(cfg.std)
+        if train:
+            transforms = train_transforms(cfg.img_size, self.scale(), tuple(cfg.seg_ratio_range),
+                                          cfg.seg_cat_max_ratio, mean=mean, std=std)
+        else:
+            transforms = eval_transforms(self.scale(), mean=mean, std=std)
+        root, split = Path(cfg.data_root), cfg.train_split if train else cfg.eval_split
+        if cfg.dataset == "cocostuff":
+            return COCOStuff(root, split, transforms)
+        names = root / CLASSES_FILE
+        return ADE20K(root, split, transforms, classes=read_class_names(names) if names.is_file() else None)
+
+    def num_classes(self, dataset: Dataset) -> int:
+        return dataset.num_classes
+
+    def eval_batch_size(self) -> int:
+        return 1  # test images keep their own sizes, as mmseg's batch-1 testing
+
+    # ---- model ---------------------------------------------------------------------------------------------------
+    def create_backbone(self, num_classes: int, pretrained: bool) -> nn.Module:
+        """The timm ViT at `img_size` with `dynamic_img_size` (other sizes resize the position embedding)."""
+        cfg = self.cfg
+        kwargs = {"img_size": cfg.img_size, "num_classes": 0, "dynamic_img_size": True, **cfg.model_kwargs}
+        return timm.create_model(cfg.model, pretrained=pretrained, **kwargs)
+
+    def add_head(self, backbone: nn.Module, num_classes: int) -> Segmenter:
+        cfg = self.cfg
+        indices = tuple(cfg.seg_out_indices) or default_out_indices(len(backbone.blocks))
+        return Segmenter(backbone, num_classes, indices, channels=cfg.seg_channels, aux=cfg.seg_aux_weight > 0)
+
+    def head(self, model: nn.Module) -> Sequence[nn.Module]:
+        return model.trainable_modules()
+
+    def distributed(self, model: nn.Module) -> nn.Module:
+        # SyncBatchNorm runs on GPUs only; on CPU (gloo) each process keeps its own batch statistics
+        on_gpu = next(model.parameters()).device.type == "cuda"
+        return sync_batchnorm(model) if on_gpu and isinstance(model, Segmenter) else model
+
+    # ---- objective -----------------------------------------------------------------------------------------------
+    def loss(self, output: Any, targets: torch.Tensor) -> torch.Tensor:
+        return self.criterion(output, targets)[0]
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return pixel_distillation(student, teacher, targets)
+
+    # ---- inference and evaluation --------------------------------------------------------------------------------
+    def infer(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        if self.cfg.seg_inference == "whole":
+            return whole_inference(model, inputs, model.num_classes)
+        return slide_inference(model, inputs, model.num_classes, crop=self.cfg.img_size, stride=self.stride())
+
+    def metric(self, num_classes: int, device: torch.device = torch.device("cpu")) -> SegmentationMetric:
+        return SegmentationMetric(num_classes, device=device)
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(1, 3, self.cfg.img_size, self.cfg.img_size)
+
+    # ---- prediction on files -------------------------------------------------------------------------------------
+    def _read_image(self, path: Path) -> np.ndarray:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: image not found")
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB")).copy()
+        except (OSError, SyntaxError) as e:
+            raise ValueError(f"{path}: not a readable image ({e})") from e
+
+    def load_sample(self, path: Path) -> torch.Tensor:
+        """The image as evaluation feeds it: resized keeping its ratio to the scale, normalised, [3, H, W]."""
+        image = torch.from_numpy(self._read_image(path)).permute(2, 0, 1).float()
+        blank = torch.zeros(image.shape[-2:], dtype=torch.int64)
+        return eval_transforms(self.scale(), tuple(self.cfg.mean), tuple(self.cfg.std), resize_mask=True)(
+            image, blank)[0]
+
+    def describe_prediction(self, output: torch.Tensor, classes: Optional[List[str]], top_k: int) -> Dict[str, Any]:
+        """The classes covering most pixels, as `top` [(name, share of the image)], and the label map's size."""
+        labels = output.argmax(dim=0)
+        shares = torch.bincount(labels.flatten(), minlength=output.shape[0]).double() / labels.numel()
+        values, order = shares.topk(min(top_k, len(shares)))
+        names = [classes[i] if classes else str(int(i)) for i in order.tolist()]
+        return {"top": [(n, float(v)) for n, v in zip(names, values) if v > 0], "size": list(labels.shape)}
+
+    def save_outputs(self, output: torch.Tensor, sample: torch.Tensor, folder: Path, stem: str,
+                     classes: Optional[List[str]]) -> Dict[str, str]:
+        """`<stem>_mask.png` (palette PNG, pixel value = class) and `<stem>_overlay.png` (the image with the mask)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        labels = output.argmax(dim=0).cpu().numpy().astype(np.uint8)
+        palette = make_palette(output.shape[0])
+        mask = Image.fromarray(labels, mode="P")
+        mask.putpalette(palette.flatten().tolist())
+        mean = torch.tensor(self.cfg.mean).view(3, 1, 1)
+        std = torch.tensor(self.cfg.std).view(3, 1, 1)
+        image = ((sample.cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        written = {"mask": folder / f"{stem}_mask.png", "overlay": folder / f"{stem}_overlay.png"}
+        mask.save(written["mask"])
+        Image.fromarray(overlay(image, colorize(labels, palette))).save(written["overlay"])
+        return {k: str(v) for k, v in written.items()}
+
+    def save_skip_map(self, model: nn.Module, sample: torch.Tensor, path: Path, title: str = "") -> Path:
+        from ..viz import plot_skip_maps
+
+        return plot_skip_maps(model, sample[None].to(next(model.parameters()).device), path, self.cfg.mean,
+                              self.cfg.std, titles=[title] if title else None)
