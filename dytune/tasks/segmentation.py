@@ -137,7 +137,10 @@ class SegmentationTask(Task):
         return SegmentationMetric(num_classes, device=device)
 
     def example_input(self) -> torch.Tensor:
-        return torch.zeros(1, 3, self.cfg.img_size, self.cfg.img_size)
+        """A square test image with the scale's short side (128 for the mini set's 128 px images, 512 for ADE20K),
+        so that the dense reference costs what testing costs."""
+        side = self.scale()[1]
+        return torch.zeros(1, 3, side, side)
 
     # ---- prediction on files -------------------------------------------------------------------------------------
     def _read_image(self, path: Path) -> np.ndarray:
