@@ -29,6 +29,11 @@ def _keep_panels(model: nn.Module) -> List[Tuple[str, torch.Tensor]]:
     return panels
 
 
+def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Normalised images [..., 3, H, W] back to 0..1 (on the CPU, float32), as they were before `Normalize`."""
+    return (images.cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(0, 1)
+
+
 def _draw(images: torch.Tensor, panels: List[Tuple[str, torch.Tensor]], patch: Tuple[int, int], path: Path,
           mean: Sequence[float], std: Sequence[float], titles: Sequence[str], suptitle: str) -> Path:
     """One row per image: the image, then one panel per dispatched sub-block with its skipped patches greyed."""
@@ -39,7 +44,7 @@ def _draw(images: torch.Tensor, panels: List[Tuple[str, torch.Tensor]], patch: T
 
     ph, pw = patch
     grid_h, grid_w = images.shape[-2] // ph, images.shape[-1] // pw
-    shown = (images.cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(0, 1)
+    shown = denormalize(images, mean, std)
     rows, cols = images.shape[0], len(panels) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.4 * rows), squeeze=False)
     for r in range(rows):

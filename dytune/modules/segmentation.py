@@ -16,7 +16,7 @@ from torch import nn
 
 __all__ = [
     "ConvModule", "FeaturePyramidNeck", "PyramidPoolingModule", "UPerHead", "FCNHead", "Segmenter",
-    "SegmentationLoss", "pixel_cross_entropy", "pixel_distillation", "resize", "slide_inference", "sync_batchnorm",
+    "SegmentationLoss", "default_out_indices", "pixel_cross_entropy", "pixel_distillation", "resize", "slide_inference", "sync_batchnorm",
     "whole_inference",
 ]
 
@@ -367,8 +367,18 @@ class Segmenter(nn.Module):
 
 
 def _spread(depth: int, levels: int) -> Tuple[int, ...]:
-    """`levels` block indices spread over a depth-`depth` model, ending at the last block (for error messages)."""
+    """`levels` block indices spread over a depth-`depth` model, ending at the last block."""
     return tuple(sorted({max(0, round(depth * (i + 1) / levels) - 1) for i in range(levels)}))
+
+
+def default_out_indices(depth: int, levels: int = 4) -> Tuple[int, ...]:
+    """Blocks feeding the pyramid levels: the paper's (3, 5, 7, 11) for 12 blocks, else `levels` blocks spread
+    evenly and ending at the last (a 6-block model: (1, 2, 3, 5))."""
+    if depth == 12 and levels == 4:
+        return 3, 5, 7, 11
+    if depth < levels:
+        raise ValueError(f"a {depth}-block backbone cannot feed {levels} pyramid levels from distinct blocks")
+    return _spread(depth, levels)
 
 
 def sync_batchnorm(model: nn.Module) -> nn.Module:

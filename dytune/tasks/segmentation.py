@@ -12,26 +12,19 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..data.lists import load_rgb
 from ..data.segmentation import (ADE20K, COCOStuff, SegmentationDataset, colorize, eval_transforms, make_palette,
                                  read_class_names, train_transforms)
 from ..metrics_segmentation import SegmentationMetric
-from ..modules.segmentation import (Segmenter, SegmentationLoss, pixel_distillation, slide_inference,
-                                    sync_batchnorm, whole_inference)
+from ..modules.segmentation import (Segmenter, SegmentationLoss, default_out_indices, pixel_distillation,
+                                    slide_inference, sync_batchnorm, whole_inference)
+from ..viz import denormalize
 from .base import Task, register_task
+from .classification import ClassificationTask
 
 __all__ = ["SegmentationTask", "default_out_indices", "overlay"]
 
 CLASSES_FILE = "classes.txt"
-
-
-def default_out_indices(depth: int, levels: int = 4) -> Tuple[int, ...]:
-    """Blocks feeding the pyramid levels: the paper's (3, 5, 7, 11) for 12 blocks, else `levels` blocks spread
-    evenly and ending at the last (a 6-block model: (1, 2, 3, 5))."""
-    if depth == 12 and levels == 4:
-        return 3, 5, 7, 11
-    if depth < levels:
-        raise ValueError(f"a {depth}-block backbone cannot feed {levels} pyramid levels from distinct blocks")
-    return tuple(sorted({max(0, round(depth * (i + 1) / levels) - 1) for i in range(levels)}))
 
 
 def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -118,7 +111,7 @@ class SegmentationTask(Task):
     def distributed(self, model: nn.Module) -> nn.Module:
         # SyncBatchNorm runs on GPUs only; on CPU (gloo) each process keeps its own batch statistics
         on_gpu = next(model.parameters()).device.type == "cuda"
-        return sync_batchnorm(model) if on_gpu and isinstance(model, Segmenter) else model
+        return sync_batchnorm(model) if on_gpu else model
 
     # ---- objective -----------------------------------------------------------------------------------------------
     def loss(self, output: Any, targets: torch.Tensor) -> torch.Tensor:
@@ -143,18 +136,9 @@ class SegmentationTask(Task):
         return torch.zeros(1, 3, side, side)
 
     # ---- prediction on files -------------------------------------------------------------------------------------
-    def _read_image(self, path: Path) -> np.ndarray:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: image not found")
-        try:
-            with Image.open(path) as image:
-                return np.asarray(image.convert("RGB")).copy()
-        except (OSError, SyntaxError) as e:
-            raise ValueError(f"{path}: not a readable image ({e})") from e
-
     def load_sample(self, path: Path) -> torch.Tensor:
         """The image as evaluation feeds it: resized keeping its ratio to the scale, normalised, [3, H, W]."""
-        image = torch.from_numpy(self._read_image(path)).permute(2, 0, 1).float()
+        image = torch.from_numpy(np.array(load_rgb(path))).permute(2, 0, 1).float()
         blank = torch.zeros(image.shape[-2:], dtype=torch.int64)
         return eval_transforms(self.scale(), tuple(self.cfg.mean), tuple(self.cfg.std), resize_mask=True)(
             image, blank)[0]
@@ -175,16 +159,10 @@ class SegmentationTask(Task):
         palette = make_palette(output.shape[0])
         mask = Image.fromarray(labels, mode="P")
         mask.putpalette(palette.flatten().tolist())
-        mean = torch.tensor(self.cfg.mean).view(3, 1, 1)
-        std = torch.tensor(self.cfg.std).view(3, 1, 1)
-        image = ((sample.cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        image = (denormalize(sample, self.cfg.mean, self.cfg.std) * 255).round().byte().permute(1, 2, 0).numpy()
         written = {"mask": folder / f"{stem}_mask.png", "overlay": folder / f"{stem}_overlay.png"}
         mask.save(written["mask"])
         Image.fromarray(overlay(image, colorize(labels, palette))).save(written["overlay"])
         return {k: str(v) for k, v in written.items()}
 
-    def save_skip_map(self, model: nn.Module, sample: torch.Tensor, path: Path, title: str = "") -> Path:
-        from ..viz import plot_skip_maps
-
-        return plot_skip_maps(model, sample[None].to(next(model.parameters()).device), path, self.cfg.mean,
-                              self.cfg.std, titles=[title] if title else None)
+    save_skip_map = ClassificationTask.save_skip_map  # an image sample, as classification's
