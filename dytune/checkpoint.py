@@ -13,11 +13,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import DyTConfig
-from .convert import convert
+from .convert import convert, inner_vit
 from .modules.adapter import Adapter, MoEAdapter
 from .modules.dispatcher import TokenDispatcher
 
-__all__ = ["save_pretrained", "from_pretrained", "create_model", "load_backbone_weights", "trained_state_dict"]
+__all__ = ["save_pretrained", "from_pretrained", "read_pretrained_config", "create_model", "load_backbone_weights",
+           "trained_state_dict"]
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -78,15 +79,6 @@ def _converted_vit(model: nn.Module) -> nn.Module:
     raise ValueError("save_pretrained expects a model converted by dytune.convert (or a model holding one)")
 
 
-def _inner_vit(model: nn.Module) -> nn.Module:
-    from timm.models.vision_transformer import VisionTransformer
-
-    for module in model.modules():
-        if isinstance(module, VisionTransformer):
-            return module
-    raise TypeError(f"from_pretrained: {type(model).__name__} holds no timm VisionTransformer to convert")
-
-
 def save_pretrained(model: nn.Module, path: PathLike, dtype: Optional[torch.dtype] = None) -> Path:
     """Write the trained tensors of a converted model (adapters, dispatchers, routers, head) and its config.
 
@@ -126,8 +118,9 @@ def save_pretrained(model: nn.Module, path: PathLike, dtype: Optional[torch.dtyp
     return path
 
 
-def _read_config(path: Path) -> Dict[str, Any]:
-    file = path / CONFIG_NAME
+def read_pretrained_config(path: PathLike) -> Dict[str, Any]:
+    """The checked config of a `save_pretrained` directory (backbone, class count, DyT settings, model type)."""
+    file = Path(path) / CONFIG_NAME
     if not file.is_file():
         raise FileNotFoundError(f"{file}: not found; expected a directory written by dytune.save_pretrained")
     try:
@@ -152,8 +145,11 @@ def from_pretrained(path: PathLike, base: nn.Module, is_trainable: bool = False)
             everything and return the model in eval mode.
     """
     path = Path(path)
-    meta = _read_config(path)
-    vit = _inner_vit(base)
+    meta = read_pretrained_config(path)
+    try:
+        vit = inner_vit(base)
+    except TypeError as e:
+        raise TypeError(f"from_pretrained: {e} to convert") from None
     saved_type = meta.get("model", "VisionTransformer")
     if (vit is base) != (saved_type == "VisionTransformer") or (vit is not base and type(base).__name__ != saved_type):
         raise ValueError(f"{path}: saved from a {saved_type}; the base is a {type(base).__name__}")

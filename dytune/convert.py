@@ -15,7 +15,7 @@ from .config import DyTConfig
 from .modules.attention import supports_query_subset
 from .modules.blocks import BLOCK_VARIANTS, EXECUTION_MODES, TIMM_BLOCK_PARTS, DynamicBlock
 
-__all__ = ["convert", "converted_config", "is_converted", "execution", "dynamic_blocks", "keep_masks", "keep_rates",
+__all__ = ["convert", "converted_config", "inner_vit", "is_converted", "execution", "dynamic_blocks", "keep_masks", "keep_rates",
            "logits_only", "set_tau", "set_tau_progress"]
 
 TESTED_TIMM = ((1, 0, 20), (1, 1, 0))  # [lower, upper) bound of the timm releases the ViT internals were checked on
@@ -110,6 +110,16 @@ def converted_config(model: nn.Module) -> Optional[DyTConfig]:
         if isinstance(config, DyTConfig):
             return config
     return None
+
+
+def inner_vit(model: nn.Module) -> nn.Module:
+    """The timm VisionTransformer that is `model` or sits inside it (a task model around a backbone)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    for module in model.modules():
+        if isinstance(module, VisionTransformer):
+            return module
+    raise TypeError(f"{type(model).__name__} holds no timm VisionTransformer")
 
 
 def is_converted(model: nn.Module) -> bool:

@@ -13,6 +13,7 @@ import torch
 from ..checkpoint import atomic_write
 from ..cli import keep_rates_arg
 from ..config import VARIANTS
+from ..tasks import TASKS
 from .runner import METHODS, PRECISIONS, BenchSettings, build_models, run_benchmark
 
 EPILOG = """examples:
@@ -22,6 +23,9 @@ EPILOG = """examples:
   dytune bench --checkpoint out/cifar100 --keep-rate none   # trained thresholds
   dytune bench --official-repo ~/Dynamic-Tuning --methods dense,dyt   # + the official fast-inference model
   dytune bench --checkpoint out/cifar100 --accuracy-data val.pt --budgets 0.3,0.5,0.7,1.0
+  dytune bench --task video --batch-sizes 1,8              # 8-frame 224 px clips, one view, attentive-pool head
+  dytune bench --task segmentation --set img_size=512 --batch-sizes 1   # UperNet at 512 x 512 (1,024 tokens)
+  dytune bench --task segmentation --model dytune_mini_vit --set img_size=128 --set seg_channels=128
 """
 
 
@@ -39,6 +43,13 @@ def _timm_arg(text: str) -> Tuple[str, Any]:
         return key, value
 
 
+def _task_setting(text: str) -> Tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected KEY=VALUE, e.g. num_frames=8")
+    return key, value
+
+
 def _keep_rate(text: str):
     return None if text.lower() == "none" else float(text)
 
@@ -50,6 +61,11 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     parser.add_argument("--model", default="vit_base_patch16_224", help="timm backbone name")
     parser.add_argument("--timm-arg", type=_timm_arg, action="append", default=[], metavar="KEY=VALUE",
                         help="timm.create_model override, repeatable (e.g. img_size=64, depth=2)")
+    parser.add_argument("--task", default="classification", choices=sorted(TASKS),
+                        help="whose model is timed: the task's head on every backbone, its sample and inference")
+    parser.add_argument("--set", type=_task_setting, action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="task setting of `dytune train` (e.g. num_frames=8, img_size=512, seg_channels=768, "
+                             "seg_inference=slide), repeatable; video clips are one view unless test_views=N")
     parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--checkpoint", default=None, help="dytune.save_pretrained directory (else random weights)")
     parser.add_argument("--backbone-weights", default=None, help="local backbone weights (.pth/.safetensors/.npz)")
@@ -77,7 +93,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
                              "ImageFolder directory")
     parser.add_argument("--budgets", type=keep_rates_arg, default=[0.3, 0.5, 0.7, 0.9, 1.0],
                         help="keep rates of the accuracy sweep")
-    parser.add_argument("--out", type=Path, default=None, help="JSON output (default runs/bench/<model>_<device>.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON output (default runs/bench/<model>_<device>.json; <model>_<task>_<device>.json "
+                             "for another task than classification)")
     parser.set_defaults(run=run)
     return parser
 
@@ -92,12 +110,13 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         backbone_weights=args.backbone_weights, methods=tuple(methods), variants=tuple(variants),
         keep_rate=args.keep_rate, bottleneck=args.bottleneck, tome_r=args.tome_r,
         proportional_attention=not args.no_proportional_attention, calibration_images=args.calibration_images,
-        official_repo=args.official_repo, seed=args.seed)
+        official_repo=args.official_repo, seed=args.seed, task=args.task, task_settings=dict(args.settings))
 
 
 def format_table(result: Dict[str, Any]) -> str:
     """The rows of `run_benchmark` as a fixed-width text table."""
-    head = (f"{'method':<24}{'prec':>5}{'batch':>6}{'GMACs':>7}{'keep':>6}{'ms/batch':>16}{'img/s':>9}"
+    unit = result.get("sample_unit", "img")
+    head = (f"{'method':<24}{'prec':>5}{'batch':>6}{'GMACs':>7}{'keep':>6}{'ms/batch':>16}{unit + '/s':>9}"
             f"{'speed-up':>9}{'ideal':>7}{'peak MB':>9}{'max diff':>10}")
     compiled = any("max_abs_diff_compiled_vs_eager" in row for row in result["rows"])
     if compiled:
@@ -176,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
                                args.compile)
         print(format_table(result))
     result["argv"] = sys.argv
-    out = args.out or Path("runs") / "bench" / f"{args.model}_{args.device}.json"
+    stem = args.model if settings.task == BenchSettings.task else f"{args.model}_{settings.task}"
+    out = args.out or Path("runs") / "bench" / f"{stem}_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2) + "\n"
     atomic_write(out, lambda tmp: Path(tmp).write_text(text))  # a killed benchmark never leaves half a JSON file

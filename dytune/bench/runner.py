@@ -14,10 +14,12 @@ from torch import nn
 
 from .. import __version__
 from ..calibrate import calibrate
-from ..checkpoint import from_pretrained, load_backbone_weights
+from ..checkpoint import from_pretrained, load_backbone_weights, read_pretrained_config
 from ..config import VARIANTS, DyTConfig
-from ..convert import convert, converted_config, execution, keep_rates, logits_only
+from ..convert import convert, converted_config, execution, inner_vit, keep_rates, logits_only
 from ..flops import count_macs
+from ..engine.config import TrainConfig
+from ..tasks import TASKS, Task
 from ..tome import apply_tome, supports_proportional_attention
 from .memory import peak_memory_bytes
 from .timing import time_interleaved
@@ -45,6 +47,10 @@ class BenchSettings:
         calibration_images: Size of the random calibration batch.
         official_repo: Root of a clone of the official repository, for the side-by-side model.
         seed: Seed of weights and images.
+        task: The task (a `dytune.tasks` registry name) whose model is timed: its head on every backbone, its
+            sample (an image, a clip, a segmentation image) and its inference step.
+        task_settings: `TrainConfig` settings of the task (e.g. num_frames=8, img_size=512, seg_channels=768);
+            one test view per clip unless test_views is given.
     """
 
     model: str = "vit_base_patch16_224"
@@ -61,11 +67,15 @@ class BenchSettings:
     calibration_images: int = 32
     official_repo: Optional[str] = None
     seed: int = 0
+    task: str = "classification"
+    task_settings: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS)) + sorted(set(self.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"unknown method(s)/variant(s) {unknown}; methods: {METHODS}, variants: {VARIANTS}")
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(sorted(TASKS))}")
         if self.keep_rate is not None and not 0.0 <= self.keep_rate <= 1.0:
             raise ValueError(f"keep_rate={self.keep_rate!r}: expected a value in [0, 1]")
 
@@ -89,16 +99,35 @@ def images_for(model: nn.Module, batch: int, seed: int, device: torch.device) ->
     return torch.randn(batch, model.patch_embed.proj.in_channels, height, width, generator=gen).to(device)
 
 
-def _masked(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    def run(images: torch.Tensor) -> torch.Tensor:
+def bench_task(settings: BenchSettings) -> Task:
+    """The task of the benchmark, configured by `task_settings` on top of the backbone's own input size."""
+    cls = TASKS[settings.task]
+    size = settings.timm_kwargs.get("img_size") or timm.models.get_pretrained_cfg_value(settings.model, "input_size")
+    values: Dict[str, Any] = {
+        "dataset": cls.datasets[0], "model": settings.model, "model_kwargs": dict(settings.timm_kwargs),
+        "pretrained": False, "test_views": 1, "img_size": (size[-1] if isinstance(size, (tuple, list)) else size) or 224,
+    }
+    values.update(settings.task_settings)
+    return cls(TrainConfig.from_dict(values, source="dytune bench task settings"))
+
+
+def inputs_for(task: Task, batch: int, seed: int, device: torch.device) -> torch.Tensor:
+    """A reproducible random batch of `batch` samples shaped as the task's example input."""
+    shape = task.example_input().shape[1:]
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, *shape, generator=gen).to(device)
+
+
+def _masked(model: nn.Module, task: Task) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(inputs: torch.Tensor) -> torch.Tensor:
         with execution(model, "masked"):
-            return model(images)
+            return task.infer(model, inputs)
     return run
 
 
-def _backbone(settings: BenchSettings) -> nn.Module:
+def _backbone(settings: BenchSettings, task: Task) -> nn.Module:
     torch.manual_seed(settings.seed)
-    base = timm.create_model(settings.model, pretrained=False, num_classes=settings.num_classes, **settings.timm_kwargs)
+    base = task.create_backbone(settings.num_classes, pretrained=False)
     if settings.backbone_weights:
         load_backbone_weights(base, settings.backbone_weights)
     return base.eval()
@@ -114,33 +143,64 @@ def _calibrated(model: nn.Module, images: torch.Tensor, keep_rate: Optional[floa
 
 def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, BenchModel]:
     """Dense backbone, AdaptFormer, DyT (per variant or from a checkpoint), ToMe, DyT + ToMe and the official model,
-    all sharing the backbone weights, on `device` in eval mode."""
-    base = _backbone(settings)
-    calib = images_for(base, settings.calibration_images, settings.seed + 1, torch.device("cpu"))
-    dyts: Dict[str, nn.Module] = {}  # dispatch variant -> DyT model
+    all sharing the backbone weights and the task's head, on `device` in eval mode.
+
+    Methods the task's head rules out are skipped with a warning: ToMe where the head needs every token of the
+    grid (segmentation), the logits-only last block where the head reads more than the class token (video).
+    """
+    task = bench_task(settings)
+    base = _backbone(settings, task)
+    calib = inputs_for(task, settings.calibration_images, settings.seed + 1, torch.device("cpu"))
+    methods = list(settings.methods)
+    for method, allowed, why in (("tome", task.mergeable_tokens, "needs every token of the grid"),
+                                 ("dyt+tome", task.mergeable_tokens, "needs every token of the grid"),
+                                 ("dyt+logits", task.class_token_head, "reads more than the class token")):
+        if method in methods and not allowed:
+            warnings.warn(f"dytune bench: no {method} rows for the {settings.task} task: its head {why}",
+                          stacklevel=2)
+            methods.remove(method)
+    num_classes = settings.num_classes
     if settings.checkpoint:
-        trained = from_pretrained(settings.checkpoint, base=copy.deepcopy(base))
-        if trained.num_classes != base.num_classes:
-            base.reset_classifier(trained.num_classes)
+        num_classes = read_pretrained_config(settings.checkpoint)["num_classes"]
+        if task.backbone_classes(num_classes):  # the backbone's own classifier is the head: the saved class count
+            base.reset_classifier(num_classes)
+
+    def wrap(backbone: nn.Module) -> nn.Module:
+        """The task's model around `backbone`, the same head weights for every model."""
+        torch.manual_seed(settings.seed + 3)
+        return task.add_head(backbone, num_classes).eval()
+
+    # dispatch variant -> the DyT backbone (its task model is calibrated after wrapping, each time it is wrapped)
+    dyts: Dict[str, nn.Module] = {}
+    if settings.checkpoint:
+        trained = from_pretrained(settings.checkpoint, base=wrap(copy.deepcopy(base)))
         config = converted_config(trained)
-        dyts[config.variant] = _calibrated(trained, calib, settings.keep_rate, per_layer=False)
+        dyts[config.variant] = trained
     else:
         config = DyTConfig(bottleneck=settings.bottleneck)
         for variant in settings.variants:
-            dyt = convert(copy.deepcopy(base), DyTConfig(variant=variant, bottleneck=settings.bottleneck))
-            dyts[variant] = _calibrated(dyt, calib, settings.keep_rate, per_layer=True)
+            dyts[variant] = wrap(convert(copy.deepcopy(base), DyTConfig(variant=variant, bottleneck=config.bottleneck)))
+    per_layer = not settings.checkpoint
+    for variant, dyt in dyts.items():
+        _calibrated(dyt, calib, settings.keep_rate, per_layer)
     models: Dict[str, BenchModel] = {}
-    methods = settings.methods
+
+    def add(name: str, model: nn.Module, variant: Optional[str] = None,
+            reference: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+            macs_model: Optional[nn.Module] = None) -> None:
+        dynamic = variant is not None and reference is None
+        models[name] = BenchModel(name, model, reference=_masked(model, task) if dynamic else reference,
+                                  dynamic=dynamic, macs_model=macs_model, variant=variant)
+
     if "dense" in methods:
-        models["dense"] = BenchModel("dense", base)
+        add("dense", wrap(copy.deepcopy(base)))
     if "adaptformer" in methods:
         adaptformer = convert(copy.deepcopy(base), DyTConfig(bottleneck=config.bottleneck, experts=config.experts,
                                                              layers=()))
-        models["adaptformer"] = BenchModel("adaptformer", adaptformer.eval())
+        add("adaptformer", wrap(adaptformer))
     if "dyt" in methods:
         for variant, dyt in dyts.items():
-            name = f"dyt-{variant}"
-            models[name] = BenchModel(name, dyt, reference=_masked(dyt), dynamic=True, variant=variant)
+            add(f"dyt-{variant}", dyt, variant)
     if "dyt+logits" in methods:
         for variant, dyt in dyts.items():
             key = f"dyt-{variant}+logits-only"
@@ -149,17 +209,17 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
             except ValueError as err:
                 warnings.warn(f"dytune bench: no {key} row: {err}", stacklevel=2)
                 continue
-            models[key] = BenchModel(key, pruned, reference=_masked(pruned), dynamic=True, variant=variant)
+            add(key, pruned, variant)
     if "tome" in methods:
-        tome = apply_tome(copy.deepcopy(base), settings.tome_r, settings.proportional_attention)
-        models[f"tome-r{settings.tome_r}"] = BenchModel(f"tome-r{settings.tome_r}", tome.eval())
+        add(f"tome-r{settings.tome_r}", wrap(apply_tome(copy.deepcopy(base), settings.tome_r,
+                                                         settings.proportional_attention)))
     if "dyt+tome" in methods:
         for variant, dyt in dyts.items():
-            proportional = settings.proportional_attention and supports_proportional_attention(dyt)
-            merged = apply_tome(copy.deepcopy(dyt), settings.tome_r, proportional)
-            merged = _calibrated(merged, calib, settings.keep_rate, per_layer=not settings.checkpoint)
-            key = f"dyt-{variant}+tome-r{settings.tome_r}"
-            models[key] = BenchModel(key, merged, reference=_masked(merged), dynamic=True, variant=variant)
+            merged = copy.deepcopy(dyt)
+            vit = inner_vit(merged)
+            apply_tome(vit, settings.tome_r, settings.proportional_attention and supports_proportional_attention(vit))
+            add(f"dyt-{variant}+tome-r{settings.tome_r}", _calibrated(merged, calib, settings.keep_rate, per_layer),
+                variant)
     if "official" in methods:
         if not settings.official_repo:
             raise ValueError("the 'official' method needs official_repo (a clone of NUS-HPC-AI-Lab/Dynamic-Tuning)")
@@ -169,9 +229,8 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
         if mirrored is None:
             raise ValueError(f"the official model mirrors the {OFFICIAL_VARIANT!r}-dispatch DyT model; include "
                              f"variant {OFFICIAL_VARIANT!r}")
-        key = f"official-dyt-{OFFICIAL_VARIANT}"
-        models[key] = BenchModel(key, official_model(settings.official_repo, mirrored), reference=mirrored,
-                                 macs_model=mirrored, variant=OFFICIAL_VARIANT)
+        add(f"official-dyt-{OFFICIAL_VARIANT}", official_model(settings.official_repo, mirrored),
+            reference=mirrored, macs_model=mirrored, variant=OFFICIAL_VARIANT)
     for entry in models.values():
         entry.model.to(device)
     return models
@@ -184,10 +243,11 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _runner(model: Callable, device: torch.device, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    def run(images: torch.Tensor) -> torch.Tensor:
+def _runner(model: Callable, task: Task, device: torch.device,
+            precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(inputs: torch.Tensor) -> torch.Tensor:
         with _autocast(device, precision):
-            return model(images)
+            return task.infer(model, inputs)
     return run
 
 
@@ -227,15 +287,16 @@ def run_benchmark(
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     models = models if models is not None else build_models(settings, dev)
+    task = bench_task(settings)
     rows: List[Dict[str, Any]] = []
     for batch in batch_sizes:
-        images = images_for(next(iter(models.values())).model, batch, settings.seed + 2, dev)
-        stats = {name: _model_stats(entry, images) for name, entry in models.items()}
+        images = inputs_for(task, batch, settings.seed + 2, dev)
+        stats = {name: _model_stats(entry, images, task) for name, entry in models.items()}
         for precision in precisions:
             fns = {}
             for name, entry in models.items():
                 target = torch.compile(entry.model) if compile else entry.model
-                fns[name] = _runner(target, dev, precision)
+                fns[name] = _runner(target, task, dev, precision)
             timings = time_interleaved(fns, images, warmup=warmup, repeats=repeats)
             dense = timings.get("dense")
             for name, timing in timings.items():
@@ -243,26 +304,27 @@ def run_benchmark(
                        **stats[name], **timing.to_dict()}
                 row["peak_memory_mb"] = peak_memory_bytes(fns[name], images, models[name].model) / 2 ** 20
                 if compile:
-                    eager = _runner(models[name].model, dev, precision)(images)
+                    eager = _runner(models[name].model, task, dev, precision)(images)
                     row["max_abs_diff_compiled_vs_eager"] = (fns[name](images) - eager).abs().max().item()
                 if dense is not None:
                     row["speedup"] = timing.images_per_s / dense.images_per_s
                     if "dense" in stats:
                         row["flops_ideal_speedup"] = stats["dense"]["gmacs"] / stats[name]["gmacs"]
                 rows.append(row)
-    return {**environment(dev), "settings": asdict(settings), "batch_sizes": list(batch_sizes),
+    return {**environment(dev), "settings": asdict(settings), "task": task.name, "sample_unit": task.sample_unit,
+            "batch_sizes": list(batch_sizes),
             "precisions": list(precisions), "warmup": warmup, "repeats": repeats, "rows": rows}
 
 
-def _model_stats(entry: BenchModel, images: torch.Tensor) -> Dict[str, Any]:
-    """MACs per image (fp32), keep rate and the logit difference from the reference path, on `images`."""
+def _model_stats(entry: BenchModel, inputs: torch.Tensor, task: Task) -> Dict[str, Any]:
+    """MACs per sample (fp32), keep rate and the output difference from the reference path, on `inputs`."""
     model = entry.model
-    macs = count_macs(entry.macs_model or model, images)
+    macs = count_macs(entry.macs_model or model, inputs, forward=task.infer)
     out: Dict[str, Any] = {"gmacs": macs.double().mean().item() / 1e9}
-    logits = model(images)
+    logits = task.infer(model, inputs)
     if entry.dynamic:
         rates = keep_rates(model)
         out["keep_rate"] = sum(rates) / len(rates) if rates else 1.0
     if entry.reference is not None:
-        out["max_abs_diff_vs_reference"] = (logits - entry.reference(images)).abs().max().item()
+        out["max_abs_diff_vs_reference"] = (logits - entry.reference(inputs)).abs().max().item()
     return out

@@ -59,6 +59,10 @@ class Task(abc.ABC):
     name: ClassVar[str] = ""
     datasets: ClassVar[Tuple[str, ...]] = ()
     loss_name: ClassVar[str] = "loss_task"  # the key of the task loss in the objective's parts
+    # what the head reads, so that token-reduction methods know where they apply:
+    class_token_head: ClassVar[bool] = False  # only the class token of the last block (`dytune.logits_only` applies)
+    mergeable_tokens: ClassVar[bool] = True  # a token set of any size (token merging applies; not a pixel grid)
+    sample_unit: ClassVar[str] = "img"  # what one sample is called in throughputs (img/s, clip/s)
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -164,6 +168,14 @@ class Task(abc.ABC):
     def save_skip_map(self, model: nn.Module, sample: torch.Tensor, path: Path, title: str = "") -> Path:
         """A picture of the tokens each dispatched sub-block skipped on `sample`, saved to `path`."""
         raise NotImplementedError(f"task {self.name!r} draws no skip maps")
+
+    def save_examples(self, model: nn.Module, inputs: torch.Tensor, targets: Any, path: Path,
+                      classes: Optional[List[str]] = None) -> Path:
+        """A picture of the model on a few evaluation samples with their targets (what `dytune demo` shows); by
+        default the skip map of the first sample, titled with its label."""
+        label = int(targets[0]) if torch.is_tensor(targets) and targets.ndim == 1 else None
+        title = (classes[label] if classes and label is not None else f"label {label}") if label is not None else ""
+        return self.save_skip_map(model, inputs[0], path, title=title)
 
 
 TASKS: Dict[str, Type[Task]] = {}

@@ -41,6 +41,7 @@ class ClassificationTask(Task):
     """
 
     name = "classification"
+    class_token_head = True
     datasets = DATASETS
     loss_name = "ce"
 
@@ -91,6 +92,13 @@ class ClassificationTask(Task):
     def save_skip_map(self, model: nn.Module, sample: torch.Tensor, path: Path, title: str = "") -> Path:
         return plot_skip_maps(model, sample[None].to(next(model.parameters()).device), path, self.cfg.mean,
                               self.cfg.std, titles=[title] if title else None)
+
+    def save_examples(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, path: Path,
+                      classes: Optional[List[str]] = None) -> Path:
+        """Skip maps of up to six images, one row each, titled with their labels."""
+        shown = inputs[:6].to(next(model.parameters()).device)
+        titles = [classes[int(t)] if classes else f"label {int(t)}" for t in targets[:6]]
+        return plot_skip_maps(model, shown, path, self.cfg.mean, self.cfg.std, titles=titles)
 
     def example_input(self) -> torch.Tensor:
         size = self.cfg.model_kwargs.get("img_size", self.cfg.img_size)

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import timm
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
@@ -46,6 +47,7 @@ class SegmentationTask(Task):
     """
 
     name = "segmentation"
+    mergeable_tokens = False
     datasets = ("ade20k", "cocostuff")
     loss_name = "ce"
 
@@ -166,3 +168,14 @@ class SegmentationTask(Task):
         return {k: str(v) for k, v in written.items()}
 
     save_skip_map = ClassificationTask.save_skip_map  # an image sample, as classification's
+
+    def save_examples(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, path: Path,
+                      classes: Optional[List[str]] = None) -> Path:
+        """Up to four images, each with its ground truth, the prediction and the skip maps (`plot_segmentation`)."""
+        from ..viz import plot_segmentation
+
+        shown, masks = inputs[:4].to(next(model.parameters()).device), targets[:4]
+        if masks.shape[-2:] != shown.shape[-2:]:  # evaluation keeps labels at their size: predict at that size
+            shown = F.interpolate(shown, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+        return plot_segmentation(model, shown, masks, path, make_palette(model.num_classes), self.cfg.mean,
+                                 self.cfg.std)

@@ -41,6 +41,7 @@ class VideoTask(Task):
     name = "video"
     datasets = ("k400", "ssv2")
     loss_name = "ce"
+    sample_unit = "clip"
 
     def recipe(self) -> VideoRecipe:
         cfg = self.cfg

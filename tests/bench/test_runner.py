@@ -20,8 +20,9 @@ TINY_ARGS = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
 
 
 def tiny_settings(**kw):
-    return BenchSettings(model="vit_tiny_patch16_224", timm_kwargs=TINY_ARGS, num_classes=5, bottleneck=4,
-                         tome_r=2, calibration_images=16, **kw)
+    kw = {"model": "vit_tiny_patch16_224", "timm_kwargs": TINY_ARGS, "num_classes": 5, "bottleneck": 4, "tome_r": 2,
+          "calibration_images": 16, **kw}
+    return BenchSettings(**kw)
 
 
 def test_timed_models_give_the_reference_logits():
@@ -239,3 +240,57 @@ def test_accuracy_data_is_decoded_once_for_all_models(tmp_path, monkeypatch):
     assert main(args) == 0
     assert len(calls) == 1
     assert set(json.loads(out.read_text())["accuracy_vs_budget"]) == {"dyt-mlp", "dyt-attn"}
+
+
+TASK_CASES = {
+    # task: (settings, sample shape, rows expected, rows ruled out by the head)
+    "video": ({"num_frames": 3}, (1, 3, 3, 32, 32), {"dense", "adaptformer", "dyt-mlp", "tome-r2", "dyt-mlp+tome-r2"},
+              "dyt+logits"),
+    "segmentation": ({"seg_channels": 16, "seg_inference": "whole"}, (3, 32, 32), {"dense", "adaptformer", "dyt-mlp"},
+                     "tome"),
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASK_CASES))
+def test_task_benchmark_times_the_task_model(task):
+    """`--task`: every model is the task's model (same head weights), fed the task's sample; DyT's sparse output
+    equals its masked output; rows a head rules out are skipped with a warning; MACs and keep rate are per sample."""
+    settings_, shape, expected, ruled_out = TASK_CASES[task]
+    settings = tiny_settings(methods=("dense", "adaptformer", "dyt", "dyt+logits", "tome", "dyt+tome"),
+                             proportional_attention=False, task=task, task_settings=settings_,
+                             timm_kwargs={**TINY_ARGS, "depth": 4})  # four blocks feed the segmentation pyramid
+    with pytest.warns(UserWarning) as caught:
+        models = build_models(settings, torch.device("cpu"))
+    assert any(f"no {ruled_out} rows for the {task} task" in str(w.message) for w in caught)
+    assert expected <= set(models) and not any("logits" in k for k in models)
+    head = {k: v for k, v in models["dense"].model.state_dict().items() if not k.startswith("backbone.")}
+    adapted = models["adaptformer"].model.state_dict()
+    assert head and all(torch.equal(v, adapted[k]) for k, v in head.items())
+    result = run_benchmark(settings, batch_sizes=(2,), warmup=0, repeats=1, models=models)
+    rows = {r["method"]: r for r in result["rows"]}
+    assert result["task"] == task and result["sample_unit"] == ("clip" if task == "video" else "img")
+    assert abs(rows["dyt-mlp"]["keep_rate"] - 0.5) <= 0.1 and rows["dyt-mlp"]["max_abs_diff_vs_reference"] <= 1e-4
+    assert rows["dyt-mlp"]["gmacs"] < rows["adaptformer"]["gmacs"]
+    from dytune.bench.runner import bench_task, inputs_for
+    sample = inputs_for(bench_task(settings), 1, 0, torch.device("cpu"))
+    assert tuple(sample.shape[1:]) == shape
+    with torch.no_grad():
+        dense_macs = dytune.count_macs(models["dense"].model, sample)
+    assert rows["dense"]["gmacs"] == pytest.approx(dense_macs.item() / 1e9)
+
+
+def test_bench_cli_task_and_settings(tmp_path, capsys):
+    out = tmp_path / "video.json"
+    code = main(["bench", "--task", "video", "--set", "num_frames=2", "--model", "vit_tiny_patch16_224",
+                 *sum((["--timm-arg", f"{k}={v}"] for k, v in TINY_ARGS.items()), []), "--num-classes", "4",
+                 "--methods", "dense,dyt", "--batch-sizes", "1", "--warmup", "0", "--repeats", "1",
+                 "--calibration-images", "4", "--bottleneck", "4", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["task_settings"] == {"num_frames": "2"} and "clip/s" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "--set", "num_frames"])
+    with pytest.raises(ValueError, match="num_frames"):
+        build_models(tiny_settings(task="video", task_settings={"num_frames": 0}), torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown task 'depth'"):
+        tiny_settings(task="depth")
