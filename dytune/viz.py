@@ -1,15 +1,16 @@
-"""Pictures of where tokens were skipped: per image, and per frame of a video clip."""
+"""Pictures of where tokens were skipped: per image, per frame of a video clip, and next to predicted masks."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
 from .convert import dynamic_blocks
 
-__all__ = ["plot_skip_maps", "plot_frame_skip_maps"]
+__all__ = ["plot_skip_maps", "plot_frame_skip_maps", "plot_segmentation"]
 
 
 def _patch_size(model: nn.Module) -> Tuple[int, int]:
@@ -35,8 +36,10 @@ def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
 
 
 def _draw(images: torch.Tensor, panels: List[Tuple[str, torch.Tensor]], patch: Tuple[int, int], path: Path,
-          mean: Sequence[float], std: Sequence[float], titles: Sequence[str], suptitle: str) -> Path:
-    """One row per image: the image, then one panel per dispatched sub-block with its skipped patches greyed."""
+          mean: Sequence[float], std: Sequence[float], titles: Sequence[str], suptitle: str,
+          pictures: Optional[List[List[Tuple[str, np.ndarray]]]] = None) -> Path:
+    """One row per image: the image, its extra `pictures` (e.g. masks, [H, W, 3] in 0..1), then one panel per
+    dispatched sub-block with its skipped patches greyed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,13 +48,17 @@ def _draw(images: torch.Tensor, panels: List[Tuple[str, torch.Tensor]], patch: T
     ph, pw = patch
     grid_h, grid_w = images.shape[-2] // ph, images.shape[-1] // pw
     shown = denormalize(images, mean, std)
-    rows, cols = images.shape[0], len(panels) + 1
+    extra = len(pictures[0]) if pictures else 0
+    rows, cols = images.shape[0], len(panels) + 1 + extra
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.4 * rows), squeeze=False)
     for r in range(rows):
         picture = shown[r].permute(1, 2, 0).numpy()
         axes[r][0].imshow(picture)
         axes[r][0].set_title(titles[r], fontsize=7)
-        for c, (name, mask) in enumerate(panels, start=1):
+        for c, (name, shown_extra) in enumerate(pictures[r] if pictures else (), start=1):
+            axes[r][c].imshow(shown_extra)
+            axes[r][c].set_title(name, fontsize=7)
+        for c, (name, mask) in enumerate(panels, start=1 + extra):
             keep = mask[r].float().cpu().reshape(grid_h, grid_w)
             keep = keep.repeat_interleave(ph, 0).repeat_interleave(pw, 1)[..., None].numpy()
             axes[r][c].imshow(picture * (0.25 + 0.75 * keep) + 0.6 * (1 - keep) * [0.2, 0.2, 0.8])
@@ -117,3 +124,47 @@ def plot_frame_skip_maps(
     heading = (f"{title}: " if title else "") + "bright: patch computed, blue: patch skipped"
     return _draw(frames, _keep_panels(model), _patch_size(model), path, mean, std,
                  [f"frame {t}" for t in range(frames.shape[0])], heading)
+
+
+@torch.no_grad()
+def plot_segmentation(
+        model: nn.Module,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        path: Path,
+        palette: np.ndarray,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        ignore_index: int = 255,
+) -> Path:
+    """Save a grid for segmentation: per image, the image, its ground truth, the model's prediction (with its pixel
+    accuracy) and one skip-map panel per dispatched sub-block.
+
+    Args:
+        model: A segmentation model around a converted backbone, returning logits [B, K, H, W] at the input size.
+        images: Normalised images [B, 3, H, W].
+        masks: Ground-truth labels [B, H, W] at the image size (`ignore_index`: unlabelled, drawn black).
+        path: PNG file to write.
+        palette: Colours [K, 3] uint8, one per class.
+        mean: Normalisation mean.
+        std: Normalisation std.
+        ignore_index: The label of unlabelled pixels.
+    """
+    if masks.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"plot_segmentation: masks {tuple(masks.shape)} do not match images {tuple(images.shape)}")
+    labels = model(images).argmax(1).cpu()
+    masks = masks.cpu()
+    colours = np.concatenate([palette, np.zeros((1, 3), np.uint8)]) / 255.0
+
+    def paint(label: torch.Tensor) -> np.ndarray:
+        index = torch.where(label == ignore_index, torch.tensor(len(palette)), label).numpy()
+        return colours[index]
+
+    pictures, titles = [], []
+    for truth, predicted in zip(masks, labels):
+        valid = truth != ignore_index
+        accuracy = float((predicted[valid] == truth[valid]).float().mean()) if valid.any() else float("nan")
+        pictures.append([("ground truth", paint(truth)), (f"prediction: {accuracy:.0%} px", paint(predicted))])
+        titles.append("image")
+    return _draw(images, _keep_panels(model), _patch_size(model), path, mean, std, titles,
+                 "masks: one colour per class; skip maps: bright patch computed, blue patch skipped", pictures)
