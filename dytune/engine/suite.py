@@ -3,7 +3,8 @@
 The suite file (YAML) holds `base` (TrainConfig settings shared by every run), `tasks`, `seeds` and `runs` (a name
 and the settings that differ, optionally its own `seeds`), and `output`; optionally `task_settings`, settings per
 task (e.g. each video task's dataset layout and data_root), applied after `base` and before the run's. Finished
-runs are skipped and interrupted ones resumed, so the same command continues a suite.
+runs are skipped and interrupted ones resumed, so the same command continues a suite. A run also counts as finished
+when the suite's results.csv holds its row, so run folders (checkpoints) may be deleted without losing results.
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import argparse
 import csv
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
 
 from ..checkpoint import atomic_write
+from ..tasks import TASKS
 from .config import TrainConfig
 from .methods import METHODS
 
@@ -60,26 +62,57 @@ def run_suite(suite: Dict[str, Any], overrides: List[str] = ()) -> List[Dict[str
     from .trainer import train
 
     plan = planned_runs(suite, overrides)
+    remembered = _row_keys(read_csv(Path(suite["output"]) / "results.csv"))
     for i, (name, cfg) in enumerate(plan, start=1):
         out = Path(cfg.output_dir)
-        if (out / "results.json").is_file():
+        if (out / "results.json").is_file() or (name, cfg.task, cfg.seed) in remembered:
             continue
         print(f"[{i}/{len(plan)}] {name} {cfg.task} seed {cfg.seed}")
         resume = has_checkpoint(out)
         if not resume and any((out / f).exists() for f in RUN_FILES):  # an attempt that died before its checkpoint
             cfg.overwrite = True
         train(cfg, resume=resume)
-    return collect(plan)
+    return collect(plan, read_csv(Path(suite["output"]) / "results.csv"))
 
 
-def collect(plan: List[Tuple[str, TrainConfig]]) -> List[Dict[str, Any]]:
-    """One row per finished run of the plan."""
+def _row_keys(rows: List[Dict[str, Any]]) -> Dict[Tuple[str, str, int], Dict[str, Any]]:
+    return {(r["run"], r["task"], r["seed"]): r for r in rows}
+
+
+def read_csv(path: Path) -> List[Dict[str, Any]]:
+    """The rows of a suite's results.csv (none when it does not exist), typed as `collect` makes them."""
+    if not path.is_file():
+        return []
+
+    def number(text: str) -> Any:
+        if text == "":
+            return ""
+        value = float(text)
+        return int(value) if value.is_integer() and "." not in text else value
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"run", "task", "seed", "acc", "keep_rates"} - set(rows[0] if rows else ())
+    if rows and missing:
+        raise ValueError(f"{path}: not a suite results file (no column {sorted(missing)})")
+    return [{k: (v if k in ("run", "method", "task", "metric", "unit") else
+                 [float(x) for x in v.split()] if k == "keep_rates" else number(v)) for k, v in r.items()}
+            for r in rows]
+
+
+def collect(plan: List[Tuple[str, TrainConfig]],
+            remembered: Sequence[Dict[str, Any]] = ()) -> List[Dict[str, Any]]:
+    """One row per finished run of the plan: from its results.json, else from `remembered` rows (an earlier
+    results.csv of the suite, which keeps the results of runs whose folders were deleted)."""
     import json
 
     rows = []
+    earlier = _row_keys(list(remembered))
     for name, cfg in plan:
         file = Path(cfg.output_dir) / "results.json"
         if not file.is_file():
+            if (name, cfg.task, cfg.seed) in earlier:
+                rows.append(earlier[(name, cfg.task, cfg.seed)])
             continue
         r = json.loads(file.read_text())
         final = r["final"]
@@ -87,14 +120,16 @@ def collect(plan: List[Tuple[str, TrainConfig]]) -> List[Dict[str, Any]]:
                      "target_rate": cfg.target_rate if METHODS[cfg.method].dynamic else "",
                      "acc": final[r["metric"]], "keep_rate": final.get("keep_rate", 1.0), "gmacs": final["gmacs"],
                      "gmacs_pct_dense": final.get("gmacs_pct_dense", ""), "images_per_s": final["images_per_s"],
-                     "trainable_params": r["trainable_params"], "keep_rates": final.get("keep_rates", [])})
+                     "trainable_params": r["trainable_params"], "keep_rates": final.get("keep_rates", []),
+                     "metric": r["metric"], "unit": TASKS[r["task_type"]].sample_unit})
     return rows
 
 
 def write_csv(rows: List[Dict[str, Any]], path: Path) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            # the union of the rows' columns: rows remembered from an older file may lack newer ones
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
             writer.writeheader()
             writer.writerows({k: " ".join(f"{v:.4f}" for v in x) if isinstance(x, list) else x for k, x in r.items()}
                              for r in rows)
@@ -123,8 +158,15 @@ def summarise(rows: List[Dict[str, Any]], tasks: List[str]) -> List[Dict[str, An
     return out
 
 
-def markdown(summary: List[Dict[str, Any]], tasks: List[str]) -> str:
-    header = ["run", *tasks, "mean ± std (seeds)", "keep rate", "GMACs (% dense)", "img/s", "trainable params"]
+def labels(rows: List[Dict[str, Any]]) -> Tuple[str, str]:
+    """(metric name, sample unit) of the rows, e.g. ("miou", "img"); generic words where rows differ or lack them."""
+    metrics = {r.get("metric") for r in rows} - {None, ""}
+    units = {r.get("unit") for r in rows} - {None, ""}
+    return (metrics.pop() if len(metrics) == 1 else "metric"), (units.pop() if len(units) == 1 else "sample")
+
+
+def markdown(summary: List[Dict[str, Any]], tasks: List[str], unit: str = "img") -> str:
+    header = ["run", *tasks, "mean ± std (seeds)", "keep rate", "GMACs (% dense)", f"{unit}/s", "trainable params"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summary:
         mean = f"{s['mean']:.2f} ± {s['std']:.2f} ({s['seeds']})" if s["mean"] is not None else "incomplete"
@@ -180,8 +222,8 @@ def plot_keep_rates(rows: List[Dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def plot(summary: List[Dict[str, Any]], path: Path) -> Path:
-    """Accuracy against GMACs and against measured img/s, one point per run with its seed std."""
+def plot(summary: List[Dict[str, Any]], path: Path, metric: str = "accuracy", unit: str = "img") -> Path:
+    """The metric against GMACs and against measured samples/s, one point per run with its seed std."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,12 +231,12 @@ def plot(summary: List[Dict[str, Any]], path: Path) -> Path:
 
     done = [s for s in summary if s["mean"] is not None]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "gmacs", "GMACs per image"), (axes[1], "images_per_s", "measured img/s")):
+    for ax, key, label in ((axes[0], "gmacs", f"GMACs per {unit}"), (axes[1], "images_per_s", f"measured {unit}/s")):
         for s in done:
             ax.errorbar(s[key], s["mean"], yerr=s["std"], fmt="o", capsize=3)
             ax.annotate(s["run"], (s[key], s["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel(label)
-        ax.set_ylabel("mean accuracy over tasks (%)")
+        ax.set_ylabel(f"mean {metric} over tasks (%)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,8 +272,12 @@ def select(suite: Dict[str, Any], only: Optional[List[str]] = None, seeds: Optio
 
 
 def run(args: argparse.Namespace) -> int:
-    suite = select(load_suite(args.suite), args.only, args.seeds)
-    rows = collect(planned_runs(suite, args.overrides)) if args.report_only else run_suite(suite, args.overrides)
+    whole = load_suite(args.suite)
+    if not args.report_only:
+        run_suite(select(whole, args.only, args.seeds), args.overrides)
+    # the report covers every finished run of the suite, whatever --only and --seeds trained this time
+    rows = collect(planned_runs(whole, args.overrides), read_csv(Path(whole["output"]) / "results.csv"))
+    suite = whole
     if not rows:
         print("no finished run yet")
         return 1
@@ -239,9 +285,10 @@ def run(args: argparse.Namespace) -> int:
     tasks = list(suite["tasks"])
     write_csv(rows, out / "results.csv")
     summary = summarise(rows, tasks)
-    table = markdown(summary, tasks)
+    metric, unit = labels(rows)
+    table = markdown(summary, tasks, unit)
     atomic_write(out / "summary.md", lambda tmp: Path(tmp).write_text(table + "\n"))
-    plot(summary, out / "accuracy_vs_cost.png")
+    plot(summary, out / "accuracy_vs_cost.png", metric, unit)
     written = [out / "results.csv", out / "summary.md", out / "accuracy_vs_cost.png"]
     per_run = layer_keep_rates(rows, "run")
     if per_run:

@@ -38,6 +38,17 @@ def test_suite_runs_resumes_and_reports(tmp_path, capsys):
     assert main(["suite", str(path)]) == 0  # everything finished: nothing retrains
     assert "seed" not in capsys.readouterr().out.split("|")[0]
 
+    # results.csv remembers finished runs: a deleted run folder neither retrains nor leaves the report, and a
+    # restricted pass (--seeds) reports the whole suite
+    import shutil
+    shutil.rmtree(tmp_path / "suite" / "dyt-r0.5" / "a" / "seed1")
+    assert main(["suite", str(path), "--seeds", "1"]) == 0
+    assert "seed 1" not in capsys.readouterr().out.split("|")[0]
+    assert list(csv.DictReader((tmp_path / "suite" / "results.csv").open())) == rows
+    (tmp_path / "suite" / "results.csv").write_text("name,score\nx,1\n")
+    assert main(["suite", str(path), "--report-only"]) != 0
+    assert "results.csv: not a suite results file" in capsys.readouterr().err
+
 
 def test_layer_keep_rates_average_per_group_and_skip_dense_runs():
     rows = [{"run": "dyt", "task": "a", "keep_rates": [1.0, 0.2]},
