@@ -11,26 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
-from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
 
+from dytune.bench.timing import time_interleaved
 from dytune.checkpoint import atomic_write
-
-
-def median_ms(fns: Dict[str, Callable[[], torch.Tensor]], rounds: int) -> Dict[str, float]:
-    for fn in fns.values():
-        fn()
-    times: Dict[str, list] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 @torch.inference_mode()
@@ -65,8 +52,9 @@ def main() -> None:
     for m in (int(v) for v in args.rows.split(",")):
         x = torch.randn(m, c)
         diff = (default(x) - onednn_both(x)).abs().max().item()
-        ms = median_ms({"mkl": lambda: default(x), "onednn_fused_fc1": lambda: fused_fc1(x),
-                        "onednn_both": lambda: onednn_both(x)}, rounds=40 if m < 1000 else 6)
+        timings = time_interleaved({"mkl": default, "onednn_fused_fc1": fused_fc1, "onednn_both": onednn_both}, x,
+                                   warmup=1, repeats=40 if m < 1000 else 6)
+        ms = {name: t.median_ms for name, t in timings.items()}
         rows.append({"rows": m, **{f"{k}_ms": v for k, v in ms.items()}, "max_abs_diff": diff})
         print(f"M={m:5d}  MKL {ms['mkl']:8.3f} ms  oneDNN fused fc1 {ms['onednn_fused_fc1']:8.3f}  "
               f"oneDNN both {ms['onednn_both']:8.3f}  (MKL/oneDNN both {ms['mkl'] / ms['onednn_both']:.3f}x)",

@@ -150,6 +150,29 @@ def test_a_fresh_run_over_a_finished_one_is_refused_unless_overwrite(tmp_path):
     assert again["epochs_done"] == 2 and first["epochs_done"] == 1
 
 
+def test_every_log_writer_is_closed_also_when_a_finished_run_is_called_again(tmp_path, monkeypatch):
+    """Defect 8: a finished run returned early and left its TensorBoard writer open."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    opened, closed = [], []
+    init, close = SummaryWriter.__init__, SummaryWriter.close
+
+    def tracked_init(self, *args, **kwargs):
+        opened.append(id(self))
+        init(self, *args, **kwargs)
+
+    def tracked_close(self):
+        closed.append(id(self))
+        close(self)
+
+    monkeypatch.setattr(SummaryWriter, "__init__", tracked_init)
+    monkeypatch.setattr(SummaryWriter, "close", tracked_close)
+    first = train(config(tmp_path, epochs=1))
+    again = train(config(tmp_path, epochs=1), resume=True)  # finished: returns its results without training
+    assert again["final"] == first["final"]
+    assert opened and set(opened) <= set(closed)
+
+
 def test_a_moved_run_folder_resumes(tmp_path):
     straight = train(config(tmp_path / "a", epochs=2))
     train(config(tmp_path / "b", epochs=2, stop_after=1))
