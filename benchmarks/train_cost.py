@@ -21,8 +21,8 @@ def measure(method: str, model_name: str, batch: int, steps: int) -> dict:
     import timm
     import torch
 
-    from dytune.engine.config import TrainConfig
-    from dytune.engine.methods import METHODS as REGISTRY, build_objective
+    from dytune.run_config import TrainConfig
+    from dytune.methods import METHODS as REGISTRY, build_objective
     from dytune.engine.optim import param_groups
     from dytune.engine.trainer import ObjectiveStep
     from dytune.runtime import peak_memory_mb

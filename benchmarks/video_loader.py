@@ -23,7 +23,7 @@ def measure(root: Path, split: str, dataset: str, backend: str, train: bool, wor
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from dytune.engine.config import TrainConfig
+    from dytune.run_config import TrainConfig
     from dytune.tasks import build_task
 
     cfg = TrainConfig(dataset=dataset, data_root=str(root), train_split=split, eval_split=split, img_size=size,

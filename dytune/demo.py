@@ -21,7 +21,7 @@ import torch
 from .bench.timing import time_interleaved
 from .data import minivideo, minivtab
 from .distributed import teardown
-from .engine.config import TrainConfig
+from .run_config import TrainConfig
 from .engine.runs import load_run
 from .engine.trainer import STATE, train
 from .flops import count_macs

@@ -18,7 +18,7 @@ from ..checkpoint import from_pretrained, load_backbone_weights, read_pretrained
 from ..config import VARIANTS, DyTConfig
 from ..convert import convert, converted_config, execution, inner_vit, keep_rates, logits_only
 from ..flops import count_macs
-from ..engine.config import TrainConfig
+from ..run_config import TrainConfig
 from ..tasks import TASKS, Task
 from ..tome import apply_tome, supports_proportional_attention
 from .memory import peak_memory_bytes

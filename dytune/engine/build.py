@@ -12,7 +12,7 @@ from ..checkpoint import atomic_write, load_backbone_weights, load_trained_state
 from ..convert import is_converted
 from ..flops import count_macs
 from ..tasks.base import Task
-from .methods import METHODS, Method
+from ..methods import METHODS, Method
 
 __all__ = ["WEIGHTS", "build_model", "save_model", "load_model_weights", "read_run_meta"]
 
@@ -46,10 +46,11 @@ def build_model(cfg: Any, task: Task, num_classes: int, method: Optional[Method]
 
 def save_model(model: nn.Module, folder: Path, cfg: Any, num_classes: int, classes: Optional[List[str]] = None,
                task: str = "classification") -> None:
-    """Trained tensors only: the core's save_pretrained format for a converted timm ViT, the same safetensors
-    file for baselines and task models around a backbone; plus the run's config, task and classes to rebuild it."""
+    """Trained tensors only: the core's save_pretrained format for a converted timm ViT and for a task model around
+    one (so `from_pretrained` and `dytune bench --checkpoint` read it), the same safetensors file for baselines;
+    plus the run's config, task and classes to rebuild it."""
     folder.mkdir(parents=True, exist_ok=True)
-    if is_converted(model) and hasattr(model, "dytune_config"):
+    if is_converted(model):
         save_pretrained(model, folder)
     else:
         state = trained_state_dict(model)

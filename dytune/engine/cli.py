@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 
 from ..checkpoint import atomic_write
 from ..cli import keep_rates_arg
-from .config import TrainConfig
+from ..run_config import TrainConfig
 from .rundir import RUN_FILES, has_checkpoint
 
 

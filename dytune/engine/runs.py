@@ -15,7 +15,7 @@ from ..calibrate import dispatchers, sweep_keep_rates
 from ..convert import execution, is_converted
 from ..tasks import Task, build_task
 from .build import build_model, load_model_weights, read_run_meta
-from .config import TrainConfig
+from ..run_config import TrainConfig
 from .evaluation import evaluate
 from .rundir import read_checkpoint
 from .seeding import seed_everything

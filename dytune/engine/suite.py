@@ -19,8 +19,8 @@ import yaml
 
 from ..checkpoint import atomic_write
 from ..tasks import TASKS
-from .config import TrainConfig
-from .methods import METHODS
+from ..run_config import TrainConfig
+from ..methods import METHODS
 
 
 def load_suite(path: Path) -> Dict[str, Any]:

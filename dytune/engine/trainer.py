@@ -21,9 +21,9 @@ from ..runtime import autocast, check_precision, peak_memory_mb, synchronize
 from ..tasks import build_task
 from .build import build_model, load_model_weights, save_model
 from ..errors import RunError
-from .config import RESUME_IGNORED, TrainConfig, differences
+from ..run_config import RESUME_IGNORED, TrainConfig, differences
 from .evaluation import evaluate, extract_features, to_device
-from .methods import METHODS, build_objective
+from ..methods import METHODS, build_objective
 from .optim import lr_at, param_groups
 from .rundir import (RunLock, clean_stale_temporaries, has_checkpoint, prepare_fresh_run, read_checkpoint,
                      write_checkpoint)

@@ -294,3 +294,17 @@ def test_bench_cli_task_and_settings(tmp_path, capsys):
         build_models(tiny_settings(task="video", task_settings={"num_frames": 0}), torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown task 'depth'"):
         tiny_settings(task="depth")
+
+
+def test_task_benchmark_loads_a_saved_task_model(tmp_path):
+    settings = tiny_settings(methods=("dense", "dyt"), task="video", task_settings={"num_frames": 2})
+    trained = build_models(settings, torch.device("cpu"))["dyt-mlp"].model
+    randomize_adapters(trained)
+    dytune.save_pretrained(trained, tmp_path / "video")
+    loaded = build_models(tiny_settings(methods=("dense", "dyt"), task="video", task_settings={"num_frames": 2},
+                                        checkpoint=str(tmp_path / "video"), num_classes=99),
+                          torch.device("cpu"))
+    model = loaded["dyt-mlp"].model
+    assert model.num_classes == 5 and loaded["dense"].model.num_classes == 5  # the saved class count
+    saved = trained.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items() if "adapter" in k)

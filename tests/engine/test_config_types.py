@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from dytune.engine.config import RESUME_IGNORED, Bounds, TrainConfig, _hints
+from dytune.run_config import RESUME_IGNORED, Bounds, TrainConfig, _hints
 
 HINTS = _hints(TrainConfig)
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -14,9 +14,10 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 import dytune
+from dytune.checkpoint import trained_state_dict
 from dytune.cli import main
 from dytune.engine import train
-from dytune.engine.config import TrainConfig
+from dytune.run_config import TrainConfig
 from dytune.engine.optim import lr_at
 from dytune.engine.runs import evaluate_run, load_run
 from dytune.tasks import SegmentationTask, build_task
@@ -141,6 +142,30 @@ def test_sparse_equals_masked_for_the_segmentation_model(dyt_run):
         masked = loaded.task.infer(model, image)
     sparse = loaded.task.infer(model, image)
     torch.testing.assert_close(sparse, masked, atol=1e-5, rtol=1e-4)
+
+
+def test_a_run_folder_is_a_save_pretrained_folder_that_bench_times(dyt_run):
+    """The run's weights load with `dytune.from_pretrained` onto a fresh segmenter, and `dytune bench --checkpoint`
+    times that model (its trained thresholds kept, keep rate not recalibrated)."""
+    from dytune.bench.runner import BenchSettings, build_models, run_benchmark
+
+    loaded = load_run(dyt_run, checkpoint="last")
+    fresh = loaded.task.add_head(loaded.task.create_backbone(loaded.num_classes, pretrained=False),
+                                 loaded.num_classes)
+    model = dytune.from_pretrained(dyt_run / "last", base=fresh)
+    trained = trained_state_dict(loaded.model)  # the random backbones differ; the trained tensors must not
+    state = model.state_dict()
+    assert trained and all(torch.equal(v, state[k]) for k, v in trained.items())
+    cfg = loaded.cfg
+    settings = BenchSettings(model=cfg.model, timm_kwargs=dict(cfg.model_kwargs), methods=("dense", "dyt"),
+                             checkpoint=str(dyt_run / "last"), keep_rate=None, calibration_images=2,
+                             task="segmentation", task_settings={"img_size": cfg.img_size,
+                                                                 "seg_channels": cfg.seg_channels})
+    models = build_models(settings, torch.device("cpu"))
+    timed = models["dyt-mlp"].model.state_dict()
+    assert all(torch.equal(v, timed[k]) for k, v in trained.items())  # keep_rate=None: thresholds as trained
+    rows = run_benchmark(settings, batch_sizes=(1,), warmup=0, repeats=1, models=models)["rows"]
+    assert {r["method"] for r in rows} == {"dense", "dyt-mlp"}
 
 
 def test_a_segmentation_run_resumes_to_the_same_result(ade, tmp_path):

@@ -16,7 +16,7 @@ pytest.importorskip("av")
 from dytune.cli import main  # noqa: E402
 from dytune.data.minivideo import write_video  # noqa: E402
 from dytune.engine import train  # noqa: E402
-from dytune.engine.config import TrainConfig  # noqa: E402
+from dytune.run_config import TrainConfig  # noqa: E402
 from dytune.engine.runs import load_run  # noqa: E402
 from tests.engine.test_engine import _free_port  # noqa: E402
 

@@ -6,9 +6,9 @@ from typing import Any, Callable, Dict
 
 from torch import nn
 
-from ..baselines import add_deep_prompts, add_lora
-from ..convert import convert
-from ..loss import DynamicObjective, TaskObjective
+from .baselines import add_deep_prompts, add_lora
+from .convert import convert
+from .loss import DynamicObjective, TaskObjective
 
 __all__ = ["Method", "METHODS", "register_method", "build_objective"]
 

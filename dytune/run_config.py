@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from ..config import VARIANTS, DyTConfig
+from .config import VARIANTS, DyTConfig
 
 __all__ = ["TrainConfig", "Bounds", "RESUME_IGNORED", "differences"]
 
@@ -62,7 +62,7 @@ def _methods() -> Sequence[str]:
 
 
 def _datasets() -> Sequence[str]:
-    from ..tasks import TASKS  # late: the task registry may gain plug-in tasks and their datasets
+    from .tasks import TASKS  # late: the task registry may gain plug-in tasks and their datasets
 
     return tuple(dataset for task in TASKS.values() for dataset in task.datasets)
 
@@ -318,7 +318,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def dump(self, path: Path) -> None:
-        from ..checkpoint import atomic_write
+        from .checkpoint import atomic_write
 
         atomic_write(path, lambda tmp: Path(tmp).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False)))
 
