@@ -108,7 +108,7 @@ def save_pretrained(model: nn.Module, path: PathLike, dtype: Optional[torch.dtyp
         "timm_version": timm.__version__,
         "torch_version": torch.__version__.split("+")[0],
         "backbone": _architecture(vit),
-        "num_classes": model.num_classes,
+        "num_classes": getattr(model, "num_classes", None),  # None: a task model without classes (e.g. regression)
         "model": type(model).__name__,
         "config": config.to_dict(),
         "tensors": {k: list(v.shape) for k, v in state.items()},
@@ -160,9 +160,10 @@ def from_pretrained(path: PathLike, base: nn.Module, is_trainable: bool = False)
         details = ", ".join(f"{k}: saved {a}, base {b}" for k, (a, b) in mismatched.items())
         raise ValueError(f"{path}: the base model does not match the saved backbone "
                          f"{saved.get('architecture')!r} ({details})")
-    if base.num_classes != meta["num_classes"]:
+    if meta["num_classes"] is not None and getattr(base, "num_classes", None) != meta["num_classes"]:
         if vit is not base:
-            raise ValueError(f"{path}: saved with {meta['num_classes']} classes; the base has {base.num_classes}")
+            raise ValueError(f"{path}: saved with {meta['num_classes']} classes; the base has "
+                             f"{getattr(base, 'num_classes', None)}")
         base.reset_classifier(meta["num_classes"])
     convert(vit, DyTConfig.from_dict(meta["config"]))
     model = base

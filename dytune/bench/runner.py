@@ -161,7 +161,7 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
             methods.remove(method)
     num_classes = settings.num_classes
     if settings.checkpoint:
-        num_classes = read_pretrained_config(settings.checkpoint)["num_classes"]
+        num_classes = read_pretrained_config(settings.checkpoint)["num_classes"] or num_classes
         if task.backbone_classes(num_classes):  # the backbone's own classifier is the head: the saved class count
             base.reset_classifier(num_classes)
 
@@ -181,7 +181,7 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
         for variant in settings.variants:
             dyts[variant] = wrap(convert(copy.deepcopy(base), DyTConfig(variant=variant, bottleneck=config.bottleneck)))
     per_layer = not settings.checkpoint
-    for variant, dyt in dyts.items():
+    for dyt in dyts.values():
         _calibrated(dyt, calib, settings.keep_rate, per_layer)
     models: Dict[str, BenchModel] = {}
 
