@@ -15,8 +15,8 @@ from .config import DyTConfig
 from .modules.attention import supports_query_subset
 from .modules.blocks import BLOCK_VARIANTS, EXECUTION_MODES, TIMM_BLOCK_PARTS, DynamicBlock
 
-__all__ = ["convert", "converted_config", "inner_vit", "is_converted", "execution", "dynamic_blocks", "keep_masks", "keep_rates",
-           "logits_only", "set_tau", "set_tau_progress"]
+__all__ = ["convert", "converted_config", "inner_vit", "is_converted", "execution", "dynamic_blocks", "keep_masks",
+           "keep_rates", "logits_only", "set_tau", "set_tau_progress"]
 
 TESTED_TIMM = ((1, 0, 20), (1, 1, 0))  # [lower, upper) bound of the timm releases the ViT internals were checked on
 

@@ -95,8 +95,7 @@ def _video_settings(args: argparse.Namespace, root: Path) -> Dict[str, Any]:
     dataset, train_split = VIDEO_LAYOUTS[meta["layout"]]
     # the mini-video suite's recipe (configs/minivideo_suite.yaml): 4 frames at stride 4, 3 test views
     return dict(dataset=dataset, data_root=str(root), train_split=train_split(meta["counts"]), eval_split="test",
-                num_frames=4,
-                frame_stride=4, test_views=3, cache_images=True, batch_size=32, lr=args.lr or 1e-2,
+                num_frames=4, frame_stride=4, test_views=3, cache_images=True, batch_size=32, lr=args.lr or 1e-2,
                 warmup_epochs=1.0, min_lr=1e-5)
 
 

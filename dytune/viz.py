@@ -152,13 +152,13 @@ def plot_segmentation(
     """
     if masks.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"plot_segmentation: masks {tuple(masks.shape)} do not match images {tuple(images.shape)}")
+    from .data.segmentation import colorize
+
     labels = model(images).argmax(1).cpu()
     masks = masks.cpu()
-    colours = np.concatenate([palette, np.zeros((1, 3), np.uint8)]) / 255.0
 
     def paint(label: torch.Tensor) -> np.ndarray:
-        index = torch.where(label == ignore_index, torch.tensor(len(palette)), label).numpy()
-        return colours[index]
+        return colorize(label, palette, ignore_index) / 255.0
 
     pictures, titles = [], []
     for truth, predicted in zip(masks, labels):

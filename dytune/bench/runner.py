@@ -103,9 +103,11 @@ def bench_task(settings: BenchSettings) -> Task:
     """The task of the benchmark, configured by `task_settings` on top of the backbone's own input size."""
     cls = TASKS[settings.task]
     size = settings.timm_kwargs.get("img_size") or timm.models.get_pretrained_cfg_value(settings.model, "input_size")
+    if isinstance(size, (tuple, list)):  # timm's (C, H, W) input size, or an (H, W) img_size
+        size = size[-1]
     values: Dict[str, Any] = {
         "dataset": cls.datasets[0], "model": settings.model, "model_kwargs": dict(settings.timm_kwargs),
-        "pretrained": False, "test_views": 1, "img_size": (size[-1] if isinstance(size, (tuple, list)) else size) or 224,
+        "pretrained": False, "test_views": 1, "img_size": size or 224,
     }
     values.update(settings.task_settings)
     return cls(TrainConfig.from_dict(values, source="dytune bench task settings"))

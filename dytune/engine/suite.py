@@ -272,12 +272,11 @@ def select(suite: Dict[str, Any], only: Optional[List[str]] = None, seeds: Optio
 
 
 def run(args: argparse.Namespace) -> int:
-    whole = load_suite(args.suite)
+    suite = load_suite(args.suite)
     if not args.report_only:
-        run_suite(select(whole, args.only, args.seeds), args.overrides)
+        run_suite(select(suite, args.only, args.seeds), args.overrides)
     # the report covers every finished run of the suite, whatever --only and --seeds trained this time
-    rows = collect(planned_runs(whole, args.overrides), read_csv(Path(whole["output"]) / "results.csv"))
-    suite = whole
+    rows = collect(planned_runs(suite, args.overrides), read_csv(Path(suite["output"]) / "results.csv"))
     if not rows:
         print("no finished run yet")
         return 1
