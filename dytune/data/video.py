@@ -201,10 +201,7 @@ class PyAVReader(VideoReader):
         else:
             return
         start = self._pts[0]
-        found = float((self._pts[-1] - start) * tb) + 1 / float(rate)
-        if found < 0.9 * declared - 2 / float(rate):
-            raise VideoDecodeError(f"{self.path}: truncated: the header declares {declared:.2f} s, "
-                                   f"the frames found span {found:.2f} s")
+        _check_span(self.path, declared, float((self._pts[-1] - start) * tb) + 1 / float(rate), float(rate))
 
     @property
     def info(self) -> VideoInfo:
@@ -284,6 +281,14 @@ class PyAVReader(VideoReader):
                 break
 
 
+def _check_span(path: Path, declared: float, found: float, fps: float) -> None:
+    """Raise when the frames found span clearly less than the header's duration (a file cut short whose header still
+    declares the full length, e.g. WebM), allowing 10 % and two frames of slack."""
+    if found < 0.9 * declared - 2 / fps:
+        raise VideoDecodeError(f"{path}: truncated: the header declares {declared:.2f} s, the frames found span "
+                               f"{found:.2f} s")
+
+
 class TorchCodecReader(VideoReader):
     """Frame-exact decoding with torchcodec (needs FFmpeg libraries on the system and a matching torch build).
 
@@ -306,8 +311,21 @@ class TorchCodecReader(VideoReader):
         meta = self._decoder.metadata
         if not meta.num_frames:
             raise VideoDecodeError(f"{self.path}: the video stream has no frames")
+        declared = meta.duration_seconds_from_header or self._container_duration()
+        if declared and meta.average_fps:  # the exact scan counts the frames that are there, not the declared ones
+            _check_span(self.path, declared, meta.end_stream_seconds - meta.begin_stream_seconds, meta.average_fps)
         self._info = VideoInfo(int(meta.num_frames), int(meta.height), int(meta.width),
                                float(meta.average_fps) if meta.average_fps else None)
+
+    def _container_duration(self) -> Optional[float]:
+        """The container header's duration in seconds (WebM declares none per stream); torchcodec 0.17 exposes it
+        only in its private core module, so None where that is missing."""
+        try:
+            from torchcodec._core import get_container_metadata
+
+            return get_container_metadata(self._decoder._decoder).duration_seconds_from_header
+        except (ImportError, AttributeError):
+            return None
 
     @property
     def info(self) -> VideoInfo:

@@ -136,6 +136,13 @@ def test_bad_videos_are_named(key, error, message, videos, tmp_path):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.skipif("torchcodec" not in available_backends(), reason="torchcodec does not import here")
+def test_torchcodec_refuses_a_truncated_webm_as_pyav_does(videos):
+    """torchcodec's exact scan counts the frames a cut-short file still has; the header's duration gives it away."""
+    with pytest.raises(VideoDecodeError, match=r"truncated.webm: truncated: the header declares 2.50 s"):
+        open_video(videos["truncated_webm"], "torchcodec")
+
+
 def test_truncated_mp4_with_index_up_front(tmp_path):
     import av
 
