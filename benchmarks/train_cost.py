@@ -30,8 +30,8 @@ def measure(method: str, model_name: str, batch: int, steps: int) -> dict:
 
     torch.manual_seed(0)
     cfg = TrainConfig(method=method, model=model_name, bottleneck=8)
-    model = REGISTRY[method].apply(timm.create_model(model_name, num_classes=100), cfg).train()
-    step = ObjectiveStep(model, build_objective(REGISTRY[method], build_task(cfg), cfg))
+    model = REGISTRY[method].apply(timm.create_model(model_name, num_classes=100), cfg.method_settings()).train()
+    step = ObjectiveStep(model, build_objective(REGISTRY[method], build_task(cfg), cfg.method_settings()))
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=1e-3)
     images, targets = torch.randn(batch, 3, 224, 224), torch.randint(0, 100, (batch,))
     times = []

@@ -28,7 +28,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,11 @@ from tqdm import tqdm
 from .checkpoint import atomic_write
 from .data.canvas import contrasting_colors, paste, place_theta, textures, uniform
 from .data.sources import FASHION_MNIST_CLASSES, load_fashion_mnist
-from .engine.optim import lr_at, param_groups
+from .distributed import DistEnv
+from .engine.csvlog import CsvLog
+from .engine.evaluation import evaluate as evaluate_model
+from .engine.loop import OptimizerStep
+from .engine.optim import LrSchedule, param_groups
 
 __all__ = ["AUX_BINS", "AuxHeads", "build_backbone", "evaluate", "export", "multitask_loss", "normalize",
            "render_scene", "render_source", "scene_batches", "source_batches", "train"]
@@ -289,16 +292,14 @@ def scene_batches(
         step += 1
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy (%) of `model` on [0, 1] images."""
+    """Top-1 accuracy (%) of `model` on [0, 1] images, by the engine's evaluation (`dytune.engine.evaluate`);
+    the model's training mode is kept."""
     was_training = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(images), batch_size):
-        correct += (model(normalize(images[i:i + batch_size])).argmax(-1) == labels[i:i + batch_size]).sum().item()
+    batches = ((normalize(images[i:i + batch_size]), labels[i:i + batch_size]) for i in range(0, len(images), batch_size))
+    metrics = evaluate_model(model, batches, DistEnv(), len(FASHION_MNIST_CLASSES), "fp32", progress=False)
     model.train(was_training)
-    return 100.0 * correct / len(images)
+    return metrics["acc"]
 
 
 def test_set(count: int = 10000, seed: int = 12345) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -324,33 +325,8 @@ def load_init(path: str) -> Dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _append_log(path: Path, row: Dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _save(path: Path, state: Dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows written after the checkpoint a run resumes from, so the log has no duplicate steps."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-    atomic_write(path, write)
 
 
 def train(args: argparse.Namespace) -> Dict[str, Any]:
@@ -414,7 +390,6 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
-        _truncate_log(out / "log.csv", step)
         print(f"resuming {out} at step {step}/{total}", file=sys.stderr)
 
     model.train()
@@ -426,27 +401,30 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                                 options["full_rotation"], args.patch_size, options["single_share"])
     else:
         batches = source_batches(items, labels, args.batch_size, args.seed, step, difficulty_at)
+    schedule = LrSchedule(total, warmup, args.lr, args.min_lr)
+    optimizer_step = OptimizerStep(optimizer, schedule, trained.parameters(), args.clip_grad)
+    log = CsvLog(out / "log.csv", key="step")
     aux_sums: Dict[str, float] = {}
     while step < total:
         step, images, target = next(batches)
-        lr = lr_at(step, total, warmup, args.lr, args.min_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if aux is None:
-            logits = model(normalize(images))
-            loss = F.cross_entropy(logits, target, label_smoothing=args.label_smoothing)
-        else:
+
+        def forward() -> Tuple[torch.Tensor, Dict[str, Any]]:
+            if aux is None:
+                logits = model(normalize(images))
+                return F.cross_entropy(logits, target, label_smoothing=args.label_smoothing), {"logits": logits}
             loss, logits, parts = multitask_loss(model, aux, images, target, options["aux_weight"],
                                                  options["patch_weight"], args.label_smoothing)
+            return loss, {"logits": logits, **parts}
+
+        try:
+            loss, parts = optimizer_step(step, forward)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"{e} at step {step}; {last} holds the last good state") from e
+        lr, logits = optimizer_step.lr, parts.pop("logits")
+        if aux is not None:
             target = target["label"]
             for k, v in parts.items():
                 aux_sums[k] = aux_sums.get(k, 0.0) + v * len(target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; {last} holds the last good state")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(trained.parameters(), args.clip_grad)
-        optimizer.step()
         step += 1
         seen += len(target)
         loss_sum += loss.item() * len(target)
@@ -465,7 +443,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
             if aux is not None:
                 state["aux"] = aux.state_dict()
             _save(last, state)
-            _append_log(out / "log.csv", row)
+            log.append(row)
             line = " ".join(f"{k}={v}" for k, v in row.items())
             if aux_sums:  # training accuracy (%) of each auxiliary head since the last row, printed only
                 line += " aux_acc " + " ".join(f"{k}={v / seen:.1f}" for k, v in aux_sums.items())

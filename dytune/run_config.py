@@ -1,25 +1,22 @@
 """Training configuration: one dataclass, YAML presets and `key=value` overrides.
 
 Every setting is parsed to its declared type (the dataclass annotation) and checked against the range or choices
-declared next to its help text, when a config is built (`TrainConfig(...)`, `from_dict`, `load`) and whenever a
-field is assigned. A bad value therefore fails before a run writes anything, with a message naming the setting, the
-value and what was expected.
+declared next to its help text (`dytune.settings`), when a config is built (`TrainConfig(...)`, `from_dict`, `load`)
+and whenever a field is assigned. A bad value therefore fails before a run writes anything, with a message naming the
+setting, the value and what was expected. The settings of one method are declared with the method
+(`dytune.methods`); TrainConfig holds them all as flat keys.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
-import numbers
-import re
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from .config import VARIANTS, DyTConfig
+from .methods import METHODS, LoRASettings, MoESettings, VPTSettings, methods_reading
+from .settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, Bounds, Settings, _hints, setting as _setting
 
 __all__ = ["TrainConfig", "Bounds", "RESUME_IGNORED", "differences"]
 
@@ -29,59 +26,14 @@ __all__ = ["TrainConfig", "Bounds", "RESUME_IGNORED", "differences"]
 RESUME_IGNORED: Tuple[str, ...] = ("stop_after", "num_workers", "output_dir", "overwrite")
 
 
-@dataclass(frozen=True)
-class Bounds:
-    """The interval a number setting (or every number of a list setting) must lie in; `None` leaves a side open."""
-
-    low: Optional[float] = None
-    high: Optional[float] = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        if self.low is None:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-
-
-AT_LEAST_0, AT_LEAST_1, POSITIVE = Bounds(0), Bounds(1), Bounds(0, low_open=True)
-Choices = Union[Sequence[str], Callable[[], Sequence[str]]]
-
-
 def _methods() -> Sequence[str]:
-    from .methods import METHODS  # late: methods.py imports torch and the baselines, and may gain registered methods
-
-    return tuple(METHODS)
+    return tuple(METHODS)  # a function: plug-ins (custom_imports) register methods after this module is imported
 
 
 def _datasets() -> Sequence[str]:
     from .tasks import TASKS  # late: the task registry may gain plug-in tasks and their datasets
 
     return tuple(dataset for task in TASKS.values() for dataset in task.datasets)
-
-
-def _setting(text: str, default: Any, bounds: Optional[Bounds] = None, choices: Optional[Choices] = None,
-             pattern: Optional[Tuple[str, str]] = None) -> Any:
-    """A dataclass field with its help text and what its values must satisfy.
-
-    Args:
-        text: Help text (`dytune train --help-config`).
-        default: Default value (lists and dicts are copied per instance).
-        bounds: Interval of a number, or of every number of a list.
-        choices: Allowed strings, or a function returning them (evaluated when a value is checked).
-        pattern: (regular expression the whole string must match, its description for messages).
-    """
-    metadata = {"help": text, "bounds": bounds, "choices": choices, "pattern": pattern}
-    if isinstance(default, (list, dict, tuple)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 def _import_all(modules: Sequence[str]) -> None:
@@ -95,101 +47,11 @@ def _import_all(modules: Sequence[str]) -> None:
             raise ValueError(f"custom_imports: cannot import {module!r} ({e})") from e
 
 
-class _Mismatch(Exception):
-    """A value that is not of the declared type, range or choices (turned into a ValueError naming the setting)."""
-
-
-_NONE_WORDS = {"", "none", "null", "~"}
-_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-
-
-def _choices(metadata: typing.Mapping[str, Any]) -> Optional[Sequence[str]]:
-    choices = metadata.get("choices")
-    return choices() if callable(choices) else choices
-
-
-def _noun(hint: Any, plural: bool = False) -> str:
-    if hint is bool:
-        return "true or false"
-    names = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings")}
-    return names.get(hint, ("a value", "values"))[plural]
-
-
-def _expected(hint: Any, metadata: typing.Mapping[str, Any]) -> str:
-    """What a setting of annotation `hint` accepts, in words: 'an integer >= 1', 'one of fp32, bf16, fp16', ..."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    bounds, choices, pattern = metadata.get("bounds"), _choices(metadata), metadata.get("pattern")
-    if origin is Union:
-        return _expected(next(a for a in args if a is not type(None)), metadata) + " or None"
-    if origin is list:
-        return f"a list of {_noun(args[0], plural=True)}" + (f" {bounds}" if bounds else "")
-    if origin is dict:
-        return "a mapping of names to values"
-    if choices is not None:
-        return "one of " + ", ".join(choices)
-    if pattern is not None:
-        return pattern[1]
-    return _noun(hint) + (f" {bounds}" if bounds else "")
-
-
-def _convert(hint: Any, value: Any, metadata: typing.Mapping[str, Any]) -> Any:
-    """`value` as annotation `hint` says, within the field's bounds and choices; raises _Mismatch otherwise."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Union:  # Optional[X]
-        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
-            return None
-        return _convert(next(a for a in args if a is not type(None)), value, metadata)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        return [_convert(args[0], item, metadata) for item in value]
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise _Mismatch
-        return dict(value)
-    if hint is Any:
-        return value
-    if hint is bool:
-        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-            return _BOOL_WORDS[value.strip().lower()]
-        if not isinstance(value, bool):
-            raise _Mismatch
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise _Mismatch
-        choices, pattern = _choices(metadata), metadata.get("pattern")
-        if (choices is not None and value not in choices) or (pattern and not re.fullmatch(pattern[0], value)):
-            raise _Mismatch
-        return value
-    if hint in (int, float):
-        if isinstance(value, str):
-            try:
-                value = int(value) if hint is int else float(value)  # e.g. lr=1e-3, which YAML 1.1 leaves a string
-            except ValueError:
-                raise _Mismatch from None
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral if hint is int else numbers.Real):
-            raise _Mismatch
-        value = hint(value)
-        bounds = metadata.get("bounds")
-        if not math.isfinite(value) or (bounds is not None and value not in bounds):
-            raise _Mismatch
-        return value
-    raise TypeError(f"TrainConfig has a field annotated {hint!r}, which settings cannot be parsed to")
-
-
-@functools.lru_cache(maxsize=None)
-def _hints(cls: type) -> Dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 @dataclass
-class TrainConfig:
-    """Everything one training or evaluation run needs; written resolved to `<output_dir>/config.yaml`.
+class RunSettings(Settings):
+    """The settings of every run, whatever its method: data, model, optimisation and the run folder."""
 
-    Values are parsed to each field's type and checked against its range when the config is built and when a field
-    is assigned; `TrainConfig.help()` lists every field with what it accepts.
-    """
+    group: ClassVar[str] = "run"
 
     # plug-ins: first, so that the tasks and methods they register are known when the other settings are checked
     custom_imports: List[str] = _setting("Python modules to import first, e.g. a package that registers its own "
@@ -249,21 +111,6 @@ class TrainConfig:
     # method
     method: str = _setting("Fine-tuning method (adaptformer: DyT's adapter without dispatcher; linear: head only)",
                            "dyt", choices=_methods)
-    variant: str = _setting("DyT dispatch variant: what a skipped token skips", "mlp", choices=VARIANTS)
-    bottleneck: int = _setting("Adapter bottleneck (8 on VTAB-1K, 64 on full datasets)", 8, AT_LEAST_1)
-    adapter_scale: float = _setting("Adapter output scale (1 on VTAB-1K, 0.1 on full datasets)", 1.0)
-    adapter_dropout: float = _setting("Adapter dropout", 0.1, Bounds(0, 1, high_open=True))
-    experts: int = _setting("Experts of the MoE adapter (dyt-moe)", 4, AT_LEAST_1)
-    target_rate: float = _setting("Target keep rate r of DyT", 0.5, Bounds(0, 1, low_open=True))
-    rate_weight: float = _setting("Weight of the rate loss", 2.0, AT_LEAST_0)
-    distill: Optional[bool] = _setting("Train with the complete model's loss and its distillation into the "
-                                       "dynamic model (None: the method's default, on for dyt and dyt-moe)", None)
-    tau: float = _setting("Gumbel-sigmoid temperature", 5.0, POSITIVE)
-    tau_final: Optional[float] = _setting("Anneal tau linearly to this value over training (None: constant)", None,
-                                          POSITIVE)
-    lora_rank: int = _setting("LoRA rank on qkv", 8, AT_LEAST_1)
-    lora_alpha: float = _setting("LoRA scaling numerator (scale = alpha / rank)", 8.0)
-    vpt_tokens: int = _setting("VPT-deep prompt tokens per block", 10, AT_LEAST_1)
     # optimisation
     epochs: int = _setting("Training epochs", 100, AT_LEAST_1)
     batch_size: int = _setting("Batch size per process", 64, AT_LEAST_1)
@@ -294,28 +141,34 @@ class TrainConfig:
                                          "resume)", None, AT_LEAST_1)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        spec = type(self).__dataclass_fields__.get(name)
-        if spec is not None:
-            hint = _hints(type(self))[name]
-            try:
-                value = _convert(hint, value, spec.metadata)
-            except _Mismatch:
-                raise ValueError(f"{name}={value!r}: expected {_expected(hint, spec.metadata)}") from None
-            if name == "custom_imports":
-                _import_all(value)
         super().__setattr__(name, value)
+        if name == "custom_imports":
+            _import_all(self.custom_imports)
+
+
+@dataclass
+class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
+    """Everything one training or evaluation run needs; written resolved to `<output_dir>/config.yaml`.
+
+    The run's own settings (RunSettings) and those of every built-in method (MoESettings, which holds the adapter
+    and DyT settings, LoRASettings, VPTSettings) as flat keys. Values are parsed to each field's type and checked
+    against its range when the config is built and when a field is assigned; `TrainConfig.help()` lists every field
+    with what it accepts, grouped by the methods that read it.
+    """
 
     def __post_init__(self) -> None:
-        self.dyt_config()  # the DyT fields together
+        self.method_settings()  # the chosen method's settings together
 
-    def dyt_config(self, layers: Optional[Sequence[int]] = None, experts: int = 1) -> DyTConfig:
-        """The DyTConfig of the DyT-family methods (the methods say whether they use `experts`)."""
-        return DyTConfig(variant=self.variant, bottleneck=self.bottleneck, adapter_scale=self.adapter_scale,
-                         adapter_dropout=self.adapter_dropout, experts=experts,
-                         tau=self.tau, tau_final=self.tau_final, target_rate=self.target_rate, layers=layers)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+    def method_settings(self) -> Settings:
+        """The settings object of this run's method (`Method.settings`), which its `apply` and objective read."""
+        method = METHODS[self.method]
+        if not method.dynamic and self.distill:
+            raise ValueError(f"distill=true: method {self.method!r} has no dynamic model to distil into; use a dyt* "
+                             f"method")
+        settings = method.settings.pick(self)
+        if method.dynamic:
+            settings.dyt_config()  # the DyT fields together (e.g. their combined checks)
+        return settings
 
     def dump(self, path: Path) -> None:
         from .checkpoint import atomic_write
@@ -368,13 +221,20 @@ class TrainConfig:
 
     @classmethod
     def help(cls) -> str:
-        """One line per setting: name, what it accepts, default and help text."""
-        hints = _hints(cls)
-        lines = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {f.name} ({_expected(hints[f.name], f.metadata)}; default {default!r}): "
-                         f"{f.metadata['help']}")
+        """Every setting, one line each (name, what it accepts, default, help text), under a heading per group: the
+        run's settings first, then each method's, naming the methods that read them."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        owner: Dict[str, type] = {}
+        for base in reversed(cls.__mro__):  # the class that first declares a field owns it
+            for name in base.__dict__.get("__annotations__", {}):
+                if name in fields and name not in owner:
+                    owner[name] = base
+        lines: List[str] = []
+        for group in dict.fromkeys(owner[f.name] for f in dataclasses.fields(cls)):
+            names = [n for n, o in owner.items() if o is group]
+            users = "every method" if group is RunSettings else ", ".join(methods_reading(group)) or "no method"
+            lines.append(f"{group.group} settings ({users}):")
+            lines += cls.help_lines(names)
         return "\n".join(lines)
 
 

@@ -36,7 +36,7 @@ def build_model(cfg: Any, task: Task, num_classes: int, method: Optional[Method]
         load_backbone_weights(backbone, cfg.checkpoint_path)
     model = task.add_head(backbone, num_classes)
     dense = int(count_macs(model.eval(), task.example_input(), forward=task.infer)[0])
-    adapted = method.apply(backbone, cfg)
+    adapted = method.apply(backbone, cfg.method_settings())
     if adapted is not backbone:
         raise TypeError(f"method {method.name!r}: apply() must change the backbone in place and return it")
     for head in task.head(model):

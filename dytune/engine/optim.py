@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Dict, List, Set
 
 from torch import nn
 
-__all__ = ["param_groups", "lr_at"]
+__all__ = ["LrSchedule", "param_groups", "lr_at"]
 
 NO_DECAY_NAMES = ("cls_token", "reg_token", "dist_token", "pos_embed", "prompts")
+SCHEDULES = ("cosine", "poly")
 
 
 def _declared_no_decay(model: nn.Module) -> Set[str]:
@@ -39,11 +41,38 @@ def lr_at(step: int, total: int, warmup: int, base: float, final: float, schedul
     """Learning rate of optimiser step `step` (0-based) of `total`, per iteration: linear warm-up over `warmup` steps
     reaching `base` at the last of them (the first step trains at base / warmup, not 0), then a decay from `base` to
     `final`: half-cosine (`schedule="cosine"`) or mmseg's poly, `(base - final) * (1 - progress) ** power + final`."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"lr schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
     if step < warmup:
         return base * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     if schedule == "cosine":
         return final + (base - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "poly":
-        return final + (base - final) * (1.0 - progress) ** power
-    raise ValueError(f"lr schedule {schedule!r}: expected 'cosine' or 'poly'")
+    return final + (base - final) * (1.0 - progress) ** power
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """`lr_at` with its settings bound: `schedule(step)` is the learning rate of optimiser step `step` (0-based).
+
+    Args:
+        total: Optimiser steps of the whole run.
+        warmup: Steps of the linear warm-up.
+        base: Learning rate at the end of the warm-up.
+        final: Learning rate at the end of the decay.
+        kind: cosine or poly.
+        power: Exponent of the poly decay.
+    """
+
+    total: int
+    warmup: int
+    base: float
+    final: float
+    kind: str = "cosine"
+    power: float = 1.0
+
+    def __post_init__(self) -> None:
+        lr_at(self.warmup, self.total, self.warmup, self.base, self.final, self.kind, self.power)  # a bad kind fails
+
+    def __call__(self, step: int) -> float:
+        return lr_at(step, self.total, self.warmup, self.base, self.final, self.kind, self.power)

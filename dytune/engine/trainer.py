@@ -1,7 +1,6 @@
 """The training loop of every task and method, on one CPU, one GPU or many (torchrun)."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -17,14 +16,16 @@ from tqdm import tqdm
 from .. import distributed
 from ..checkpoint import atomic_write
 from ..convert import set_tau_progress
-from ..runtime import autocast, check_precision, peak_memory_mb, synchronize
+from ..errors import RunError
+from ..methods import METHODS, build_objective
+from ..run_config import RESUME_IGNORED, TrainConfig, differences
+from ..runtime import check_precision, peak_memory_mb, synchronize
 from ..tasks import build_task
 from .build import build_model, load_model_weights, save_model
-from ..errors import RunError
-from ..run_config import RESUME_IGNORED, TrainConfig, differences
+from .csvlog import CsvLog
 from .evaluation import evaluate, extract_features, to_device
-from ..methods import METHODS, build_objective
-from .optim import lr_at, param_groups
+from .loop import OptimizerStep
+from .optim import LrSchedule, param_groups
 from .rundir import (RunLock, clean_stale_temporaries, has_checkpoint, prepare_fresh_run, read_checkpoint,
                      write_checkpoint)
 from .seeding import rng_state, seed_everything, set_rng_state
@@ -127,7 +128,7 @@ class Trainer:
                                                cfg.num_workers, cfg.precision)
         if self.env.distributed:
             trained = self.task.distributed(trained)
-        self.step_module = ObjectiveStep(trained, build_objective(self.method, self.task, cfg))
+        self.step_module = ObjectiveStep(trained, build_objective(self.method, self.task, cfg.method_settings()))
         self.ddp = (DistributedDataParallel(self.step_module, find_unused_parameters=True,
                                             device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None)
                     if self.env.distributed else None)
@@ -191,7 +192,10 @@ class Trainer:
         self.model.train()
         loader = self._loader(self.train_data, True, epoch)
         total_steps = self.steps_per_epoch * cfg.epochs
-        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        schedule = LrSchedule(total_steps, round(cfg.warmup_epochs * self.steps_per_epoch), self.base_lr,
+                              cfg.min_lr * self.method.lr_scale, cfg.lr_schedule, cfg.poly_power)
+        optimizer_step = OptimizerStep(self.optimizer, schedule, self.model.parameters(), cfg.clip_grad, self.scaler,
+                                       env.device, cfg.precision, cfg.accum_steps)
         sums = {"loss": 0.0, "keep_rate": 0.0}
         batches, step_time = 0, 0.0
         if env.device.type == "cuda":
@@ -200,37 +204,25 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for i, (inputs, targets) in enumerate(bar):
             step = epoch * self.steps_per_epoch + i // cfg.accum_steps
-            lr = lr_at(step, total_steps, warmup, self.base_lr, cfg.min_lr * self.method.lr_scale, cfg.lr_schedule,
-                       cfg.poly_power)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             if self.method.dynamic:
                 set_tau_progress(self.model, step / max(1, total_steps))
             start = time.perf_counter()
             inputs, targets = to_device(inputs, env.device), to_device(targets, env.device)
             try:
-                with autocast(env.device, cfg.precision):
-                    loss, parts = step_module(inputs, targets)
+                _, parts = optimizer_step(step, lambda: step_module(inputs, targets),
+                                          apply=(i + 1) % cfg.accum_steps == 0 or i + 1 == len(loader))
             except FloatingPointError as e:
                 raise FloatingPointError(f"epoch {epoch + 1}, step {i}: {e}; stopped, the last good checkpoint is "
                                          f"{self.out / 'last'}") from e
-            self.scaler.scale(loss / cfg.accum_steps).backward()
-            if (i + 1) % cfg.accum_steps == 0 or i + 1 == len(loader):
-                if cfg.clip_grad:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
             synchronize(env.device)
             step_time += time.perf_counter() - start
             batches += 1
             sums["loss"] += float(parts["loss"])
             sums["keep_rate"] += float(parts.get("keep_rate", 1.0))
             bar.set_postfix(loss=f"{float(parts['loss']):.3f}", keep=f"{float(parts.get('keep_rate', 1.0)):.2f}",
-                            lr=f"{lr:.2e}")
+                            lr=f"{optimizer_step.lr:.2e}")
         reduced = distributed.all_reduce_sum(torch.tensor([sums["loss"], sums["keep_rate"], batches], dtype=torch.float64))
-        return {"lr": lr, "train_loss": reduced[0].item() / reduced[2].item(),
+        return {"lr": optimizer_step.lr, "train_loss": reduced[0].item() / reduced[2].item(),
                 "train_keep_rate": reduced[1].item() / reduced[2].item(), "step_time_s": step_time / max(1, batches),
                 "peak_memory_mb": peak_memory_mb(env.device)}
 
@@ -297,22 +289,7 @@ class Trainer:
     def _log(self, row: Dict[str, Any], layer_rates: Optional[List[float]]) -> None:
         if layer_rates:
             row.update({f"keep_l{i}": r for i, r in enumerate(layer_rates)})
-        path = self.out / "log.csv"
-        new = not path.is_file()
-        if not new:
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]  # drop rows a resume redoes
-            fields = list(dict.fromkeys([*(rows[0].keys() if rows else []), *row]))
-        else:
-            rows, fields = [], list(row)
-
-        def write(tmp: str) -> None:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows([*rows, row])
-
-        atomic_write(path, write)
+        CsvLog(self.out / "log.csv", key="epoch").append(row)
         for key, value in row.items():
             if isinstance(value, (int, float)) and key != "epoch":
                 self.writer.add_scalar(key, value, row["epoch"])

@@ -120,8 +120,8 @@ def test_bad_files_and_overrides_are_named(tmp_path):
 
 
 def test_help_lists_every_setting_with_what_it_accepts():
-    lines = TrainConfig.help().splitlines()
-    assert [line.split()[0] for line in lines] == list(FIELDS)
+    lines = [line for line in TrainConfig.help().splitlines() if line.startswith("  ")]
+    assert sorted(line.split()[0] for line in lines) == sorted(FIELDS)
     assert all(line.split("):", 1)[1].strip() for line in lines)
     text = TrainConfig.help()
     assert "  epochs (an integer >= 1; default 100): " in text
