@@ -15,13 +15,13 @@ import importlib.util
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import timm
 import torch
 
 import dytune
+from dytune.bench.timing import time_interleaved
 
 
 def load_package(name: str, path: Path):
@@ -60,14 +60,8 @@ def main() -> None:
     models = {"dense": dense, "before": old, "after": after}
     with torch.inference_mode():
         diff = (after(images) - old(images)).abs().max().item()
-        for model in models.values():
-            model(images)
-        times = {k: [] for k in models}
-        for _ in range(args.rounds):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(images)
-                times[name].append((time.perf_counter() - start) * 1000.0)
+    timings = time_interleaved(models, images, warmup=1, repeats=args.rounds)
+    times = {name: timing.times_ms for name, timing in timings.items()}
     dense_macs = dytune.count_macs(dense, images).double().mean().item()
     dyt_macs = dytune.count_macs(after, images).double().mean().item()
     result = {"model": args.model, "batch": args.batch, "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -19,6 +19,10 @@ the item covering that patch or background (`--patch-weight`). So the class toke
 orientation, which a single-item classifier learns to ignore. The auxiliary heads are saved in `last.pt` but not
 exported. With the defaults (one item, no auxiliary loss) training is exactly the single-item task above.
 
+Training runs on the engine's optimisation step, learning-rate schedule, CSV log and evaluation
+(`dytune.engine.loop.OptimizerStep`, `engine.optim.LrSchedule`, `engine.csvlog.CsvLog`, `engine.evaluation.evaluate`),
+the ones `dytune train` uses; the step-indexed source data (below) and the multi-task loss are its own.
+
 Resumable: the run folder keeps `last.pt` (model, optimizer, step; written atomically every `--ckpt-every` steps),
 `log.csv` and `config.json`; rerunning the same command continues. The data of step s depends only on (seed, s).
 """

@@ -8,6 +8,8 @@ from typing import Callable, Dict, List
 
 import torch
 
+from ..runtime import synchronize
+
 
 @dataclass
 class Timing:
@@ -35,23 +37,18 @@ class Timing:
         return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.inference_mode()
 def time_forward(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, warmup: int = 2,
                  repeats: int = 5) -> Timing:
     """Time fn(images) `repeats` times after `warmup` untimed calls, synchronising the device around each call."""
     for _ in range(warmup):
         fn(images)
-    _sync(images.device)
+    synchronize(images.device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn(images)
-        _sync(images.device)
+        synchronize(images.device)
         times.append((time.perf_counter() - start) * 1000.0)
     return Timing(batch=images.shape[0], times_ms=times)
 
@@ -76,9 +73,9 @@ def time_interleaved(fns: Dict[str, Callable[[torch.Tensor], torch.Tensor]], ima
     times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            _sync(images.device)
+            synchronize(images.device)
             start = time.perf_counter()
             fn(images)
-            _sync(images.device)
+            synchronize(images.device)
             times[name].append((time.perf_counter() - start) * 1000.0)
     return {name: Timing(batch=images.shape[0], times_ms=t) for name, t in times.items()}
