@@ -116,6 +116,8 @@ class DynamicBlock(nn.Module):
     variant: str = ""
     sub_blocks: tuple = ()  # names of the dispatched sub-blocks, each with `<name>_dispatcher` and `<name>_adapter`
     dispatches_attention: bool = False  # skipped tokens bypass attention, so it does not see every token
+    attn_gate: str = "attn"  # the dispatcher whose keep mask decides which tokens attention computes (if any)
+    mlp_gate: str = "mlp"  # the same for norm2 + MLP
     between_sub_blocks: Optional[SubBlockHook] = None  # see `SubBlockHook`; None costs one attribute read
 
     def __init__(self, block: nn.Module, dim: int, num_prefix_tokens: int, config: DyTConfig, dynamic: bool) -> None:
@@ -284,13 +286,12 @@ class DynamicBlock(nn.Module):
         batch, tokens = record.shape
         prefix = self.num_prefix_tokens
         mlp_input = record.mlp_input_tokens or tokens
-        layer = self.variant == "layer"
         if record.prefix_only:  # keys and values of every token (skipped ones masked), queries of the prefix
             attn_tokens = torch.full((batch,), tokens, dtype=torch.int64)
             queries = mlp_tokens = torch.full((batch,), prefix, dtype=torch.int64)
         else:
-            attn_tokens = queries = self._kept(record, "layer" if layer else "attn", tokens)
-            mlp_tokens = self._kept(record, "layer" if layer else "mlp", tokens if layer else mlp_input)
+            attn_tokens = queries = self._kept(record, self.attn_gate, tokens)
+            mlp_tokens = self._kept(record, self.mlp_gate, mlp_input)
         macs = attention_macs(self.attn, attn_tokens, norms, queries) + attn_tokens * tokenwise_macs(self.norm1, norms)
         macs = macs + mlp_tokens * (tokenwise_macs(self.norm2, norms) + tokenwise_macs(self.mlp, norms))
         for name in self.sub_blocks:
@@ -371,6 +372,7 @@ class LayerDispatchBlock(DynamicBlock):
     variant = "layer"
     sub_blocks = ("layer",)
     dispatches_attention = True
+    attn_gate = mlp_gate = "layer"
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         keep = self._keep("layer", x)
