@@ -1,9 +1,10 @@
 """Where does DyT lose accuracy on mini-VTAB? Each trained dytune model of the suite evaluated twice.
 
-For every finished run of a dytune-converted method (dyt*, adaptformer) in the suite folder: the test accuracy of
-its final weights in sparse inference (the suite's number: skipped tokens skip the MLP) and in complete execution
-(the same weights with every token through every MLP, i.e. the self-distillation teacher). If the two agree, skipping
-at inference is not what costs accuracy; the difference to AdaptFormer then comes from training.
+For every finished run of a dytune-converted method (a registered method with adapter settings: the DyT variants
+and AdaptFormer) in the suite folder: the test accuracy of its final weights in sparse inference (the suite's
+number: skipped tokens skip the MLP) and in complete execution (the same weights with every token through every
+MLP, i.e. the self-distillation teacher). If the two agree, skipping at inference is not what costs accuracy; the
+difference to AdaptFormer then comes from training.
 
     python benchmarks/minivtab_diagnose.py --suite runs/minivtab-suite \
         --out docs/results/minivtab_sparse_vs_complete.json
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from dytune.checkpoint import atomic_write
 from dytune.engine.runs import evaluate_run
+from dytune.methods import AdapterSettings, methods_reading
 
 
 def main() -> None:
@@ -29,11 +31,13 @@ def main() -> None:
     parser.add_argument("--runs", default=None, help="comma list of suite run names (default: every dytune run)")
     args = parser.parse_args()
     wanted = set(args.runs.split(",")) if args.runs else None
+    converted = set(methods_reading(AdapterSettings))
     runs = sorted(p.parent for p in args.suite.glob("*/*/seed*/results.json")
-                  if json.loads(p.read_text())["method"].startswith(("dyt", "adaptformer"))
+                  if json.loads(p.read_text())["method"] in converted
                   and (wanted is None or p.parts[-4] in wanted))
     if not runs:
-        raise SystemExit(f"{args.suite}: no finished dyt or adaptformer run (expected <run>/<task>/seed*/results.json)")
+        raise SystemExit(f"{args.suite}: no finished run of {sorted(converted)} "
+                         f"(expected <run>/<task>/seed*/results.json)")
     rows: List[Dict] = []
     for run in tqdm(runs, desc="evaluate", unit="run"):
         final = json.loads((run / "results.json").read_text())["final"]
