@@ -33,8 +33,8 @@ def main() -> None:
     wanted = set(args.runs.split(",")) if args.runs else None
     converted = set(methods_reading(AdapterSettings))
     runs = sorted(p.parent for p in args.suite.glob("*/*/seed*/results.json")
-                  if json.loads(p.read_text())["method"] in converted
-                  and (wanted is None or p.parts[-4] in wanted))
+                  if (wanted is None or p.parts[-4] in wanted)
+                  and json.loads(p.read_text())["method"] in converted)
     if not runs:
         raise SystemExit(f"{args.suite}: no finished run of {sorted(converted)} "
                          f"(expected <run>/<task>/seed*/results.json)")
