@@ -108,6 +108,8 @@ class RunSettings(Settings):
     pretrained: bool = _setting("Load timm's pretrained weights (downloads; ignored with checkpoint_path)", False)
     checkpoint_path: str = _setting("Local backbone weights (.pth/.bin/.safetensors/.npz)", "")
     model_kwargs: Dict[str, Any] = _setting("Extra timm.create_model arguments (e.g. img_size, depth)", {})
+    pretrained_head: bool = _setting("Keep the backbone's pre-trained classifier head when its class count equals "
+                                     "the task's (default: a new head for every task, trunc-normal std 0.01)", False)
     # method
     method: str = _setting("Fine-tuning method (adaptformer: DyT's adapter without dispatcher; linear: head only)",
                            "dyt", choices=_methods)

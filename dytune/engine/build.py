@@ -35,6 +35,8 @@ def build_model(cfg: Any, task: Task, num_classes: int, method: Optional[Method]
     if cfg.checkpoint_path:
         load_backbone_weights(backbone, cfg.checkpoint_path)
     model = task.add_head(backbone, num_classes)
+    if not cfg.pretrained_head:
+        task.reset_head(model)
     dense = int(count_macs(model.eval(), task.example_input(), forward=task.infer)[0])
     adapted = method.apply(backbone, cfg.method_settings())
     if adapted is not backbone:

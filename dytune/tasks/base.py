@@ -110,6 +110,10 @@ class Task(abc.ABC):
         """The modules the task adds and always trains (besides the method's parameters)."""
         return ()
 
+    def reset_head(self, model: nn.Module) -> None:
+        """Start the head afresh for this run's classes, whatever the backbone's weights held (the engine skips
+        this with `pretrained_head=true`). The default does nothing: heads that `add_head` builds are new."""
+
     def distributed(self, model: nn.Module) -> nn.Module:
         """The model as it should be wrapped in DistributedDataParallel (e.g. its heads' BatchNorm synchronised)."""
         return model

@@ -54,6 +54,16 @@ class ClassificationTask(Task):
     def backbone_classes(self, num_classes: int) -> int:
         return num_classes
 
+    def reset_head(self, model: nn.Module) -> None:
+        """Weights trunc-normal (std 0.01) and biases zero, as the official DyT scripts do after loading the
+        backbone: timm keeps a pre-trained classifier whose class count happens to equal the task's."""
+        for head in self.head(model):
+            for layer in head.modules():
+                if isinstance(layer, nn.Linear):
+                    nn.init.trunc_normal_(layer.weight, std=0.01)
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
+
     def head(self, model: nn.Module) -> Sequence[nn.Module]:
         heads = model.get_classifier()
         return heads if isinstance(heads, tuple) else (heads,)
