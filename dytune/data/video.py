@@ -474,8 +474,9 @@ class SegmentSampler(FrameSampler):
     """One frame from each of `num_segments` equal segments covering the whole video (TSN; Something-Something).
 
     With size = (num_video_frames - 1) / num_segments, segment i spans [round(size * i), round(size * (i + 1))].
-    Training draws a uniform integer in it; test view v takes the point at fraction (v + 1/2) / num_views of it,
-    i.e. the midpoint for one view. Videos shorter than `num_segments` frames repeat frames.
+    Training draws a uniform integer in it; test view v of `num_views` takes a + floor((b - a) * (v + 1/2) /
+    num_views) of segment [a, b], i.e. the official midpoint (a + b) // 2 for one view. Videos shorter than
+    `num_segments` frames repeat frames.
 
     Args:
         num_segments: Segments, i.e. frames per clip.
@@ -496,10 +497,11 @@ class SegmentSampler(FrameSampler):
                  view: int = 0) -> List[int]:
         self._check(num_video_frames, train, view)
         size = (num_video_frames - 1) / self.num_frames
+        bounds = [(round(size * i), round(size * (i + 1))) for i in range(self.num_frames)]
         if train:
-            return [_randint(round(size * i), round(size * (i + 1)), rng) for i in range(self.num_frames)]
-        offset = (view + 0.5) / self.num_views
-        return [min(int(size * (i + offset)), num_video_frames - 1) for i in range(self.num_frames)]
+            return [_randint(a, b, rng) for a, b in bounds]
+        # integer arithmetic: a + floor((b - a) * (view + 1/2) / num_views), i.e. (a + b) // 2 for one view
+        return [a + (b - a) * (2 * view + 1) // (2 * self.num_views) for a, b in bounds]
 
     def __repr__(self) -> str:
         return f"SegmentSampler(num_segments={self.num_frames}, num_views={self.num_views})"

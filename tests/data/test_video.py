@@ -217,10 +217,29 @@ def test_segment_sampler_training_and_test():
     assert SegmentSampler(4, num_views=2)(17, False, view=1) == [3, 7, 11, 15]
 
 
+@pytest.mark.parametrize("n,expected", [
+    (45, [3, 8, 13, 19, 25, 30, 35, 41]), (20, [1, 3, 6, 8, 11, 13, 15, 18]), (33, [2, 6, 10, 14, 18, 22, 26, 30]),
+    (8, [0, 1, 2, 3, 4, 4, 5, 6]), (5, [0, 0, 1, 2, 2, 2, 3, 4]), (3, [0, 0, 0, 1, 1, 1, 2, 2]), (1, [0] * 8),
+])
+def test_segment_sampler_test_frames_are_the_official_midpoints(n, expected):
+    """(round(s * i) + round(s * (i + 1))) // 2 with s = (n - 1) / 8, as the official SSv2 test loader."""
+    assert SegmentSampler(num_segments=8)(n, False) == expected
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 8, 20, 33, 45, 61])
+@pytest.mark.parametrize("num_views", [1, 2, 3])
+def test_segment_sampler_test_views_split_the_integer_segments(n, num_views):
+    sampler, size = SegmentSampler(num_segments=8, num_views=num_views), (n - 1) / 8
+    segments = [(round(size * i), round(size * (i + 1))) for i in range(8)]
+    for v in range(num_views):
+        assert sampler(n, False, view=v) == [a + int((b - a) * (v + 0.5) / num_views) for a, b in segments]
+    if num_views == 1:
+        assert sampler(n, False) == [(a + b) // 2 for a, b in segments]
+
+
 def test_segment_sampler_short_videos():
     sampler = SegmentSampler(num_segments=8)
     assert sampler.is_short(5) and not sampler.is_short(8)
-    assert sampler(5, False) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert all(0 <= j <= 4 for idx in _draws(sampler, 5, 20) for j in idx)
 
 
@@ -418,6 +437,15 @@ def test_ssv2_layout_items(tmp_path):
                                      ClipCompose([ToFloat(), SpatialCrops(32, 3)]))
     views, _ = spatial[0]
     assert views.shape == (3, 4, 3, 32, 32) and torch.equal(views[1], views[1][..., :, :])
+
+
+def test_ssv2_test_clip_decodes_the_official_segment_midpoints(tmp_path):
+    root = _ssv2_tree(tmp_path, templates=("Moving [something] up",))
+    write_video(root / "videos" / "100.webm", index_frames(45), "vp9")
+    test = VideoDataset.from_ssv2(root / "videos", root / "train.json", root / "labels.json", SegmentSampler(8),
+                                  ClipCompose([ToFloat()]))
+    views, _ = test[0]
+    assert _indices_of(views[0]) == [3, 8, 13, 19, 25, 30, 35, 41]
 
 
 def test_ssv2_videos_in_the_list_format(tmp_path):
