@@ -22,6 +22,11 @@ __all__ = ["AdapterSettings", "DyTSettings", "LoRASettings", "METHODS", "Method"
            "VPTSettings", "build_objective", "methods_reading", "register_method"]
 
 
+def _dyt_default(name: str) -> Any:
+    """DyTConfig's default of a field that a method's settings repeat: one default for the Python API and the CLI."""
+    return DyTConfig.__dataclass_fields__[name].default
+
+
 @dataclass
 class NoSettings(Settings):
     """A method without settings of its own (linear probing, full fine-tuning)."""
@@ -35,10 +40,12 @@ class AdapterSettings(Settings):
 
     group: ClassVar[str] = "adapter"
     variant: str = setting("DyT dispatch variant: what a skipped token skips (adaptformer: where the adapters sit)",
-                           "mlp", choices=VARIANTS)
-    bottleneck: int = setting("Adapter bottleneck (8 on VTAB-1K, 64 on full datasets)", 8, AT_LEAST_1)
-    adapter_scale: float = setting("Adapter output scale (1 on VTAB-1K, 0.1 on full datasets)", 1.0)
-    adapter_dropout: float = setting("Adapter dropout", 0.1, Bounds(0, 1, high_open=True))
+                           _dyt_default("variant"), choices=VARIANTS)
+    bottleneck: int = setting("Adapter bottleneck (the paper's 64; its VTAB-1K preset sets 8)",
+                              _dyt_default("bottleneck"), AT_LEAST_1)
+    adapter_scale: float = setting("Adapter output scale (1 on VTAB-1K, 0.1 on full datasets)",
+                                   _dyt_default("adapter_scale"))
+    adapter_dropout: float = setting("Adapter dropout", _dyt_default("adapter_dropout"), Bounds(0, 1, high_open=True))
 
     def dyt_config(self, layers: Optional[Sequence[int]] = ()) -> DyTConfig:
         """The DyTConfig of adapters alone (`layers=()`: no block dispatches)."""
@@ -51,13 +58,13 @@ class DyTSettings(AdapterSettings):
     """Dynamic Tuning: adapters plus a token dispatcher per block, trained towards a keep rate."""
 
     group: ClassVar[str] = "dyt"
-    target_rate: float = setting("Target keep rate r of DyT", 0.5, Bounds(0, 1, low_open=True))
+    target_rate: float = setting("Target keep rate r of DyT", _dyt_default("target_rate"), Bounds(0, 1, low_open=True))
     rate_weight: float = setting("Weight of the rate loss", 2.0, AT_LEAST_0)
     distill: Optional[bool] = setting("Train with the complete model's loss and its distillation into the dynamic "
                                       "model (None: the method's default, on for dyt and dyt-moe)", None)
-    tau: float = setting("Gumbel-sigmoid temperature", 5.0, POSITIVE)
-    tau_final: Optional[float] = setting("Anneal tau linearly to this value over training (None: constant)", None,
-                                         POSITIVE)
+    tau: float = setting("Gumbel-sigmoid temperature", _dyt_default("tau"), POSITIVE)
+    tau_final: Optional[float] = setting("Anneal tau linearly to this value over training (None: constant)",
+                                         _dyt_default("tau_final"), POSITIVE)
 
     def dyt_config(self, layers: Optional[Sequence[int]] = None, experts: int = 1) -> DyTConfig:
         """The DyTConfig of `dytune.convert` (`layers=None`: every block dispatches)."""

@@ -40,3 +40,18 @@ def test_unknown_field_is_named():
 
 def test_every_field_has_help():
     assert all(line.split(":", 1)[1].strip() for line in DyTConfig.help().splitlines())
+
+
+@pytest.mark.parametrize("name", ["variant", "bottleneck", "adapter_scale", "adapter_dropout", "target_rate", "tau",
+                                  "tau_final"])
+def test_the_command_line_and_the_python_api_share_each_default(name):
+    import argparse
+
+    from dytune.bench.cli import add_parser
+    from dytune.bench.runner import BenchSettings
+    from dytune.engine import TrainConfig
+
+    assert getattr(TrainConfig(), name) == getattr(DyTConfig(), name)
+    if name == "bottleneck":
+        bench = add_parser(argparse.ArgumentParser().add_subparsers(), "bench").parse_args([])
+        assert bench.bottleneck == BenchSettings().bottleneck == DyTConfig().bottleneck

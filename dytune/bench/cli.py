@@ -74,7 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     parser.add_argument("--variants", default="mlp", help=f"comma list of {', '.join(VARIANTS)}, or 'all'")
     parser.add_argument("--keep-rate", type=_keep_rate, default=0.5,
                         help="calibrate dispatchers to this keep rate ('none': keep a checkpoint's thresholds)")
-    parser.add_argument("--bottleneck", type=int, default=8, help="adapter width of random-weight models")
+    parser.add_argument("--bottleneck", type=int, default=BenchSettings.bottleneck,
+                        help="adapter width of random-weight models")
     parser.add_argument("--tome-r", type=int, default=8, help="tokens merged per block (ToMe)")
     parser.add_argument("--no-proportional-attention", action="store_true")
     parser.add_argument("--batch-sizes", type=_csv(int), default=[1, 32])

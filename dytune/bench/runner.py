@@ -61,7 +61,7 @@ class BenchSettings:
     methods: Tuple[str, ...] = ("dense", "adaptformer", "dyt", "dyt+logits", "tome", "dyt+tome")
     variants: Tuple[str, ...] = ("mlp",)
     keep_rate: Optional[float] = 0.5
-    bottleneck: int = 8
+    bottleneck: int = DyTConfig.bottleneck
     tome_r: int = 8
     proportional_attention: bool = True
     calibration_images: int = 32
