@@ -1,8 +1,9 @@
 """Build train/eval datasets and transforms from a training config."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -93,6 +94,31 @@ def num_classes_of(dataset: Dataset) -> int:
     if count == 0:
         raise ValueError(f"{type(dataset).__name__}: cannot tell its class count (no classes, targets or labels)")
     return count
+
+
+def first_label_outside(dataset: Dataset, count: int) -> Optional[Tuple[str, int]]:
+    """Where the first label >= `count` of `dataset` was read and the label, or None when all fit (or the labels
+    are not integers): the dataset's `label_origin(index)` (e.g. "test.txt:7"), else the sample's file.
+
+    Args:
+        dataset: A classification dataset.
+        count: The class count its labels must stay below.
+    """
+    try:
+        labels = np.asarray(_labels_of(dataset), dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError):  # no labels, or not integers (e.g. mask paths)
+        return None
+    outside = np.flatnonzero(labels >= count)
+    if len(outside) == 0:
+        return None
+    index = int(outside[0])
+    label = int(labels[index])
+    if callable(getattr(dataset, "label_origin", None)):
+        return dataset.label_origin(index), label
+    samples = getattr(dataset, "samples", None) or getattr(dataset, "_samples", None)
+    if samples is not None and isinstance(samples[index][0], (str, os.PathLike)):
+        return str(samples[index][0]), label
+    return f"{type(dataset).__name__} sample {index}", label
 
 
 def build_dataset(cfg, train: bool) -> Dataset:

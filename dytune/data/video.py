@@ -36,7 +36,7 @@ __all__ = [
     "open_video", "FrameSampler", "DenseSampler", "SegmentSampler", "ClipCompose", "ToFloat", "Normalize",
     "ShortSideResize", "RandomCrop", "CenterCrop", "SpatialCrops", "RandomHorizontalFlip", "RandomResizedCrop",
     "ClipRandAugment", "RAND_AUGMENT_OPS", "VideoRecipe", "kinetics_recipe", "ssv2_recipe", "read_video_list",
-    "read_classes", "read_ssv2_labels", "read_ssv2_split", "ssv2_class_name", "VideoDataset",
+    "read_video_list_lines", "read_classes", "read_ssv2_labels", "read_ssv2_split", "ssv2_class_name", "VideoDataset",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -922,6 +922,16 @@ def read_video_list(list_file: PathLike, num_classes: Optional[int] = None) -> L
         list_file: The list file.
         num_classes: Labels must lie in [0, num_classes).
     """
+    return [(path, label) for _, path, label in read_video_list_lines(list_file, num_classes)]
+
+
+def read_video_list_lines(list_file: PathLike, num_classes: Optional[int] = None) -> List[Tuple[int, str, int]]:
+    """(line number, relative video path, label) of each `<relative video path> <label>` line.
+
+    Args:
+        list_file: The list file.
+        num_classes: Labels must lie in [0, num_classes).
+    """
     list_file = Path(list_file)
     if not list_file.is_file():
         raise FileNotFoundError(f"{list_file}: list file not found")
@@ -936,7 +946,7 @@ def read_video_list(list_file: PathLike, num_classes: Optional[int] = None) -> L
         if label < 0 or (num_classes is not None and label >= num_classes):
             top = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
             raise ValueError(f"{list_file}:{number}: label {label} is outside {top}")
-        samples.append((parts[0], label))
+        samples.append((number, parts[0], label))
     if not samples:
         raise ValueError(f"{list_file}: the list is empty")
     return samples
@@ -1063,6 +1073,7 @@ class VideoDataset(Dataset):
         skip_bad_videos: Drop missing, truncated or undecodable videos (messages in `skipped`) instead of failing.
         probe: Open every video at construction (frame counts in `info`); default: when cache or skip_bad_videos.
         source: The list/JSON file(s) the samples came from, for messages.
+        origins: Where each sample was read (e.g. "train.txt:3"), for messages; `label_origin` names it.
         progress: Progress bar while probing or caching.
     """
 
@@ -1070,7 +1081,7 @@ class VideoDataset(Dataset):
                  sampler: FrameSampler, transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                  train: bool = False, *, backend: str = "auto", threads: int = 1, cache: bool = False,
                  skip_bad_videos: bool = False, probe: Optional[bool] = None, source: Optional[str] = None,
-                 progress: bool = False) -> None:
+                 origins: Optional[Sequence[str]] = None, progress: bool = False) -> None:
         self.root = Path(root)
         self.classes = list(classes)
         self.sampler, self.train = sampler, train
@@ -1085,6 +1096,10 @@ class VideoDataset(Dataset):
         samples = [(str(p), int(label)) for p, label in samples]
         if not samples:
             raise ValueError(f"{self.source}: no videos")
+        if origins is not None and len(origins) != len(samples):
+            raise ValueError(f"{self.source}: {len(origins)} origins for {len(samples)} videos")
+        self.origins = list(origins) if origins is not None else [f"{self.source}: video {i}" for i in
+                                                                    range(len(samples))]
         for i, (path, label) in enumerate(samples):
             if not 0 <= label < len(self.classes):
                 raise ValueError(f"{self.source}: video {i} ({path}) has label {label}, outside "
@@ -1118,10 +1133,11 @@ class VideoDataset(Dataset):
             classes = read_classes(classes)
         elif isinstance(classes, int):
             classes = [str(i) for i in range(classes)]
-        samples = read_video_list(list_file, None if classes is None else len(classes))
+        rows = read_video_list_lines(list_file, None if classes is None else len(classes))
         if classes is None:
-            classes = [str(i) for i in range(max(label for _, label in samples) + 1)]
-        return cls(root, samples, classes, sampler, transform, train, source=str(list_file), **options)
+            classes = [str(i) for i in range(max(label for _, _, label in rows) + 1)]
+        return cls(root, [(path, label) for _, path, label in rows], classes, sampler, transform, train,
+                   source=str(list_file), origins=[f"{list_file}:{number}" for number, _, _ in rows], **options)
 
     @classmethod
     def from_ssv2(cls, root: PathLike, split_files: Union[PathLike, Sequence[PathLike]], labels_file: PathLike,
@@ -1148,6 +1164,10 @@ class VideoDataset(Dataset):
     def targets(self) -> List[int]:
         return [label for _, label in self.samples]
 
+    def label_origin(self, index: int) -> str:
+        """Where video `index` and its label were read, e.g. "train.txt:3"."""
+        return self.origins[index]
+
     @property
     def num_views(self) -> int:
         """Clips per item: 1 in training, temporal x spatial views at test."""
@@ -1160,7 +1180,8 @@ class VideoDataset(Dataset):
         `short_videos`; drops bad videos into `skipped` when `skip_bad_videos`, else raises naming the file."""
         kept, info, frames = [], [], []
         self.short_videos = []
-        for path, label in tqdm(self.samples, desc="probing videos", unit="video", disable=not progress):
+        for index, (path, label) in enumerate(tqdm(self.samples, desc="probing videos", unit="video",
+                                                   disable=not progress)):
             try:
                 with open_video(self.root / path, self.backend, self.threads) as reader:
                     n = reader.num_frames
@@ -1171,7 +1192,7 @@ class VideoDataset(Dataset):
                     raise
                 self.skipped.append(str(e))
                 continue
-            kept.append((path, label))
+            kept.append(index)
             info.append(meta)
             if cache:
                 frames.append(decoded)
@@ -1180,8 +1201,8 @@ class VideoDataset(Dataset):
         if not kept:
             raise ValueError(f"{self.source}: no readable video left after skipping {len(self.skipped)} "
                              f"(first: {self.skipped[0] if self.skipped else '-'})")
-        self.samples, self.info = kept, info
-        self._cache = frames if cache else None
+        self.samples, self.origins = [self.samples[i] for i in kept], [self.origins[i] for i in kept]
+        self.info, self._cache = info, frames if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)

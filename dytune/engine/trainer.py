@@ -16,6 +16,7 @@ from tqdm import tqdm
 from .. import distributed
 from ..checkpoint import atomic_write
 from ..convert import set_tau_progress
+from ..data.datasets import first_label_outside
 from ..errors import RunError
 from ..methods import METHODS, build_objective
 from ..run_config import RESUME_IGNORED, TrainConfig, differences
@@ -111,9 +112,7 @@ class Trainer:
             print(f"skipped {len(self.skipped)} unreadable sample(s), e.g. {self.skipped[0]}")
         self.num_classes = self.task.num_classes(self.train_set)
         self.classes = self.task.class_names(self.train_set)
-        eval_classes = self.task.num_classes(self.eval_set)
-        if eval_classes > self.num_classes:
-            raise ValueError(f"the evaluation split has {eval_classes} classes, the training split {self.num_classes}")
+        self._check_eval_labels()
         self.model, self.dense_macs = build_model(cfg, self.task, self.num_classes, self.method)
         self.model.to(self.env.device)
         # the objective may run the model twice (dynamic + complete), so DDP wraps model and objective together
@@ -146,6 +145,18 @@ class Trainer:
             cfg.dump(self.out / "config.yaml")
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
+
+    def _check_eval_labels(self) -> None:
+        """The evaluation split must not hold more classes than the training split; name its first misfit label."""
+        eval_classes = self.task.num_classes(self.eval_set)
+        if eval_classes <= self.num_classes:
+            return
+        message = f"the evaluation split has {eval_classes} classes, the training split {self.num_classes}"
+        misfit = first_label_outside(self.eval_set, self.num_classes)
+        if misfit is not None:
+            message = f"{misfit[0]}: label {misfit[1]} is outside the training split's classes " \
+                      f"0..{self.num_classes - 1} ({message})"
+        raise ValueError(message)
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def _save_model(self, folder: Path) -> None:

@@ -1,6 +1,7 @@
 """End-to-end training and evaluation on data written inside the tests."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -113,6 +114,19 @@ def test_image_folder_and_cli(tmp_path, capsys):
     assert "| adaptformer final | 1 |" in capsys.readouterr().out
     assert main(["eval", str(out), "--checkpoint", "best"]) == 0
     assert '"acc"' in capsys.readouterr().out
+
+
+def test_eval_folder_with_a_class_the_training_split_lacks_names_an_image(tmp_path):
+    root = write_image_folder(tmp_path / "folder", classes=2)
+    extra = root / "val" / "class_9"
+    extra.mkdir()
+    (root / "val" / "class_0" / "0.png").rename(extra / "0.png")
+    cfg = TrainConfig(**{**TINY, "dataset": "folder", "data_root": str(root), "eval_split": "val", "epochs": 1,
+                         "output_dir": str(tmp_path / "run")})
+    image = re.escape(str(extra / "0.png"))
+    with pytest.raises(ValueError, match=rf"{image}: label 2 is outside the training split's classes 0..1 "
+                                         r"\(the evaluation split has 3 classes"):
+        train(cfg)
 
 
 def test_vtab_commands_run_tasks_and_summarise(tmp_path, capsys):

@@ -2,6 +2,7 @@
 that beats chance, MACs per clip against torch's counter, resume, DDP, predict with a skip map over frames."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,20 @@ def test_dyt_on_video_trains_and_beats_chance_with_multi_view_testing(tmp_path, 
     assert final["acc"] > 50.0 and final["top5_acc"] == 100.0  # 2 classes: chance is 50 %
     assert len(final["keep_rates"]) == 2 and 0.0 < final["keep_rate"] < 1.0
     assert final["gmacs_per_view"] == pytest.approx(final["gmacs"] / 2)
+
+
+def test_eval_label_beyond_the_training_classes_names_list_file_and_line(tmp_path):
+    cfg = config(tmp_path)  # no classes.txt: the class count is the training list's largest label + 1
+    root = Path(cfg.data_root)
+    (root / "classes.txt").unlink()
+    test_list = root / "test.txt"
+    lines = test_list.read_text().splitlines()
+    lines[2], lines[5] = lines[2].rsplit(maxsplit=1)[0] + " 7", lines[5].rsplit(maxsplit=1)[0] + " 3"
+    test_list.write_text("\n".join(lines) + "\n")
+    listed = re.escape(str(test_list))
+    with pytest.raises(ValueError, match=rf"{listed}:3: label 7 is outside the training split's classes 0..1 "
+                                         r"\(the evaluation split has 8 classes, the training split 2\)"):
+        train(cfg)
 
 
 def _unfused(model):
