@@ -33,7 +33,7 @@ PRETRAIN_RUNS = {
 }
 METHODS = ["dyt", "adaptformer", "linear", "dyt-moe", "lora"]
 TASKS = ["digits", "count"]
-VOLATILE = ("images_per_s", "step_time_s", "peak_memory_mb")
+VOLATILE = ("images_per_s", "images_per_s_spread", "threads", "step_time_s", "peak_memory_mb")
 
 
 def _digest(tensors: Dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from .engine.runs import load_run
 from .engine.trainer import STATE, train
 from .flops import count_macs
 from .pretrained import mini_vit_info
+from .runtime import timing_warning
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,15 @@ def speed(model: torch.nn.Module, dense: torch.nn.Module, inputs: torch.Tensor, 
     """Interleaved timings of the dense model and DyT on the same batch (medians of `repeats`)."""
     fns = {"dense": lambda x: infer(dense, x), "dyt": lambda x: infer(model, x)}
     timings = time_interleaved(fns, inputs, warmup=1, repeats=repeats)
-    return {"batch": inputs.shape[0], "dense_per_s": timings["dense"].images_per_s,
-            "dyt_per_s": timings["dyt"].images_per_s,
-            "speedup": timings["dense"].median_ms / timings["dyt"].median_ms}
+    dyt, dense_timing = timings["dyt"], timings["dense"]
+    return {"batch": inputs.shape[0], "dense_per_s": dense_timing.images_per_s, "dyt_per_s": dyt.images_per_s,
+            "speedup": dyt.speedup_over(dense_timing), "spread": dyt.speedup_spread(dense_timing),
+            "rounds": repeats, "threads": torch.get_num_threads()}
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     kind = DEMOS[args.task]
     if kind.subsets and args.subset is None:
         args.subset = kind.subsets[0]
@@ -190,7 +194,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"  MACs per {unit:<13} DyT {dyt_macs / 1e6:.1f} M vs dense backbone {dense_macs / 1e6:.1f} M "
           f"({100 * dyt_macs / dense_macs:.0f} %), the same head on both")
     print(f"  measured speed         DyT {timing['dyt_per_s']:.0f} {unit}/s vs dense {timing['dense_per_s']:.0f} "
-          f"{unit}/s (x{timing['speedup']:.2f}, batch {timing['batch']}, {torch.get_num_threads()} threads)")
+          f"{unit}/s (x{timing['speedup']:.2f} ±{100 * timing['spread']:.0f} % over {timing['rounds']} rounds, "
+          f"batch {timing['batch']}, {timing['threads']} threads)")
+    warning = timing_warning("the measured speed-up", timing["spread"])
+    if warning:
+        print("  " + warning)
     print(f"  trainable parameters   {results['trainable_params']:,}")
     print(f"  skip map               {picture}")
     return 0
@@ -219,5 +227,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--test-images", type=int, default=None,
                    help="test samples (default: the benchmark's, 1,000, 500 for segmentation)")
     p.add_argument("--speed-batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds of the speed measurement")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(run=run)

@@ -13,6 +13,7 @@ import torch
 from ..checkpoint import atomic_write
 from ..cli import keep_rates_arg
 from ..config import VARIANTS
+from ..runtime import timing_warning
 from ..tasks import TASKS
 from .runner import METHODS, PRECISIONS, BenchSettings, build_models, run_benchmark
 
@@ -118,25 +119,31 @@ def format_table(result: Dict[str, Any]) -> str:
     """The rows of `run_benchmark` as a fixed-width text table."""
     unit = result.get("sample_unit", "img")
     head = (f"{'method':<24}{'prec':>5}{'batch':>6}{'GMACs':>7}{'keep':>6}{'ms/batch':>16}{unit + '/s':>9}"
-            f"{'speed-up':>9}{'ideal':>7}{'peak MB':>9}{'max diff':>10}")
+            f"{'speed-up':>13}{'ideal':>7}{'peak MB':>9}{'max diff':>10}")
     compiled = any("max_abs_diff_compiled_vs_eager" in row for row in result["rows"])
     if compiled:
         head += f"{'vs eager':>10}"
     lines = [f"{result['device']} ({result.get('gpu', result['cpu'])}, {result['threads']} threads), torch "
              f"{result['torch']}, timm {result['timm']}, dytune {result['dytune']}; "
-             f"median of {result['repeats']} interleaved repeats, ± half the range", head, "-" * len(head)]
+             f"median of {result['repeats']} interleaved repeats, ± half the range (speed-up: of the per-round "
+             f"speed-ups, in % of it)", head, "-" * len(head)]
 
     def num(row: Dict[str, Any], key: str, fmt: str) -> str:
         return format(row[key], fmt) if row.get(key) is not None else "-"
 
     for row in result["rows"]:
         latency = f"{row['median_ms']:.1f}±{row['spread_ms']:.1f}"
+        speedup = "-" if row.get("speedup") is None else f"{row['speedup']:.3f}±{100 * row['speedup_spread']:.0f}%"
         lines.append(f"{row['method']:<24}{row['precision']:>5}{row['batch']:>6}{row['gmacs']:>7.2f}"
                      f"{num(row, 'keep_rate', '.3f'):>6}{latency:>16}{row['images_per_s']:>9.2f}"
-                     f"{num(row, 'speedup', '.3f'):>9}{num(row, 'flops_ideal_speedup', '.3f'):>7}"
+                     f"{speedup:>13}{num(row, 'flops_ideal_speedup', '.3f'):>7}"
                      f"{row['peak_memory_mb']:>9.1f}{num(row, 'max_abs_diff_vs_reference', '.1e'):>10}"
                      + (f"{num(row, 'max_abs_diff_compiled_vs_eager', '.1e'):>10}" if compiled else ""))
-    return "\n".join(lines)
+    widest = max((row for row in result["rows"] if row.get("speedup_spread") is not None),
+                 key=lambda row: row["speedup_spread"], default=None)
+    warning = widest and timing_warning(f"the speed-up of {widest['method']} at batch {widest['batch']}",
+                                        widest["speedup_spread"])
+    return "\n".join(lines + ([warning] if warning else []))
 
 
 def _load_labelled(path: str, model: torch.nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:

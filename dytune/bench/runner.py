@@ -309,7 +309,8 @@ def run_benchmark(
                     eager = _runner(models[name].model, task, dev, precision)(images)
                     row["max_abs_diff_compiled_vs_eager"] = (fns[name](images) - eager).abs().max().item()
                 if dense is not None:
-                    row["speedup"] = timing.images_per_s / dense.images_per_s
+                    row["speedup"] = timing.speedup_over(dense)
+                    row["speedup_spread"] = timing.speedup_spread(dense)
                     if "dense" in stats:
                         row["flops_ideal_speedup"] = stats["dense"]["gmacs"] / stats[name]["gmacs"]
                 rows.append(row)

@@ -8,7 +8,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-from ..runtime import synchronize
+from ..runtime import relative_spread, synchronize
 
 
 @dataclass
@@ -30,6 +30,19 @@ class Timing:
     @property
     def images_per_s(self) -> float:
         return self.batch / (self.median_ms / 1000.0)
+
+    def speedups_over(self, base: "Timing") -> List[float]:
+        """How much faster than `base` this ran in each round (base's time / this one's), for interleaved timings
+        whose rounds ran side by side."""
+        return [b / t for b, t in zip(base.times_ms, self.times_ms)]
+
+    def speedup_over(self, base: "Timing") -> float:
+        """The speed-up over `base` from the median latencies."""
+        return base.median_ms / self.median_ms
+
+    def speedup_spread(self, base: "Timing") -> float:
+        """How far the per-round speed-ups over `base` spread (half their range over their median)."""
+        return relative_spread(self.speedups_over(base))
 
     def to_dict(self) -> Dict[str, float]:
         out = asdict(self)

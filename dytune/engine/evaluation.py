@@ -12,7 +12,7 @@ from tqdm import tqdm
 from .. import distributed
 from ..flops import DynamicMacMeter, count_macs
 from ..modules.blocks import DynamicBlock
-from ..runtime import autocast, synchronize
+from ..runtime import autocast, relative_spread, synchronize
 from ..tasks.base import Metric, Task
 from ..tasks.metrics import ClassificationMetric
 
@@ -79,6 +79,17 @@ class _KeepRates:
 
 
 @torch.no_grad()
+def _throughput_spread(batch_rates: List[Tuple[int, float]]) -> Dict[str, Any]:
+    """The thread count and, where this process timed at least two full batches after its first (a warm-up, slower
+    on most devices), how far their throughputs spread (`images_per_s_spread`: half the range over the median)."""
+    out: Dict[str, Any] = {"threads": torch.get_num_threads()}
+    full = max((size for size, _ in batch_rates), default=0)
+    rates = [rate for size, rate in batch_rates[1:] if size == full]
+    if len(rates) >= 2:
+        out["images_per_s_spread"] = relative_spread(rates)
+    return out
+
+
 def evaluate(model: nn.Module, loader: DataLoader, env: distributed.DistEnv, num_classes: int, precision: str,
              dense_macs: Optional[int] = None, progress: bool = True, task: Optional[Task] = None) -> Dict[str, Any]:
     """The task's metrics, MACs per sample, keep rate per dispatched sub-block and the inference throughput of the
@@ -103,6 +114,7 @@ def evaluate(model: nn.Module, loader: DataLoader, env: distributed.DistEnv, num
     keep = _KeepRates(model, device)
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # samples, macs, forward seconds
     static_by_shape: Dict[Tuple[Any, ...], int] = {}
+    batch_rates: List[Tuple[int, float]] = []  # (batch size, samples/s) of each timed forward
     for inputs, targets in tqdm(loader, desc="eval", leave=False, disable=not (progress and env.is_main)):
         inputs, targets = to_device(inputs, device), to_device(targets, device)
         batch = _batch_size(inputs)
@@ -118,7 +130,9 @@ def evaluate(model: nn.Module, loader: DataLoader, env: distributed.DistEnv, num
             with autocast(device, precision):
                 output = infer(model, inputs)
             synchronize(device)
-            totals[2] += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            totals[2] += seconds
+        batch_rates.append((batch, batch / max(1e-9, seconds)))
         keep.add(meter)
         metric.update(output, targets)
         totals[0] += batch
@@ -129,7 +143,7 @@ def evaluate(model: nn.Module, loader: DataLoader, env: distributed.DistEnv, num
     samples = totals[0].item()
     metrics = {"images": int(samples), **metric.compute(),
                "gmacs": totals[1].item() / max(1.0, samples) / 1e9,
-               "images_per_s": samples / max(1e-9, totals[2].item())}
+               "images_per_s": samples / max(1e-9, totals[2].item()), **_throughput_spread(batch_rates)}
     if dense_macs:
         metrics["gmacs_pct_dense"] = 100.0 * metrics["gmacs"] * 1e9 / dense_macs
     layer_rates = keep.compute()

@@ -20,7 +20,7 @@ from ..data.datasets import first_label_outside
 from ..errors import RunError
 from ..methods import METHODS, build_objective
 from ..run_config import RESUME_IGNORED, TrainConfig, differences
-from ..runtime import check_precision, peak_memory_mb, synchronize
+from ..runtime import check_precision, peak_memory_mb, synchronize, timing_warning
 from ..tasks import build_task
 from .build import build_model, load_model_weights, save_model
 from .csvlog import CsvLog
@@ -292,11 +292,16 @@ class Trainer:
     def _report(self, epoch: int, m: Dict[str, Any]) -> None:
         text = f"epoch {epoch + 1}: {self.metric_name} {m[self.metric_name]:.2f}"
         text += f", {m['gmacs']:.3f} GMACs/image ({m.get('gmacs_pct_dense', 100.0):.1f} % of the dense backbone)"
-        text += f", {m['images_per_s']:.1f} img/s"
+        spread = m.get("images_per_s_spread")
+        text += f", {m['images_per_s']:.1f} img/s" + ("" if spread is None else f" ±{100 * spread:.0f} %")
+        text += f" ({m['threads']} threads)"
         if "keep_rates" in m:
             text += f", keep rate {m['keep_rate']:.3f} per layer [" + " ".join(f"{r:.2f}" for r in m["keep_rates"]) + "]"
         tqdm.write(text)
 
+        warning = spread is not None and timing_warning("the evaluation's throughput per batch", spread)
+        if warning:
+            tqdm.write(warning)
     def _log(self, row: Dict[str, Any], layer_rates: Optional[List[float]]) -> None:
         if layer_rates:
             row.update({f"keep_l{i}": r for i, r in enumerate(layer_rates)})

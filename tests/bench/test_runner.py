@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import dytune
-from dytune.bench import time_interleaved
+from dytune.bench import Timing, time_interleaved
+from dytune.bench.cli import format_table
 from dytune.bench.accuracy import accuracy_vs_budget
 from dytune.bench.memory import peak_memory_bytes
 from dytune.bench.official import official_state_dict
@@ -129,6 +130,18 @@ def test_time_interleaved_times_every_function():
     assert {k: len(t.times_ms) for k, t in timings.items()} == {"a": 3, "b": 3} and timings["a"].batch == 4
 
 
+def test_speed_ups_are_taken_round_by_round_and_a_wide_spread_is_flagged():
+    dense, fast = Timing(batch=4, times_ms=[10.0, 20.0, 10.0]), Timing(batch=4, times_ms=[5.0, 10.0, 8.0])
+    assert fast.speedups_over(dense) == [2.0, 2.0, 1.25]
+    assert fast.speedup_over(dense) == pytest.approx(10.0 / 8.0)
+    assert fast.speedup_spread(dense) == pytest.approx(0.375 / 2.0)
+    row = dict(method="dyt-mlp", precision="fp32", batch=4, gmacs=1.0, median_ms=8.0, spread_ms=2.5,
+               images_per_s=500.0, peak_memory_mb=1.0, speedup=1.25, speedup_spread=0.1875)
+    result = dict(device="cpu", cpu="x86", threads=2, torch="t", timm="t", dytune="d", repeats=3, rows=[row])
+    assert "warning: the speed-up of dyt-mlp at batch 4 varied by ±19 %" in format_table(result)
+    assert "warning" not in format_table({**result, "rows": [{**row, "speedup_spread": 0.02}]})
+
+
 def test_logits_only_row_is_skipped_with_a_warning_where_unsupported():
     settings = BenchSettings(model="vit_tiny_patch16_224", num_classes=5, bottleneck=4, methods=("dense", "dyt+logits"),
                              timm_kwargs={**TINY_ARGS, "class_token": False, "global_pool": "avg"})
@@ -146,6 +159,7 @@ def test_run_benchmark_rows():
     dyt = next(r for r in rows if r["method"] == "dyt-mlp" and r["batch"] == 3)
     assert dense["speedup"] == 1.0 and dense["flops_ideal_speedup"] == 1.0
     assert dyt["flops_ideal_speedup"] == pytest.approx(dense["gmacs"] / dyt["gmacs"])
+    assert dense["speedup_spread"] == 0.0 and dyt["speedup_spread"] >= 0.0
     assert abs(dyt["keep_rate"] - 0.5) < 0.15 and dyt["max_abs_diff_vs_reference"] <= 1e-4
     assert all(r["peak_memory_mb"] > 0 and r["images_per_s"] > 0 for r in rows)
     assert result["torch"] == torch.__version__ and result["device"] == "cpu"
