@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .convert import dynamic_blocks
@@ -13,13 +14,31 @@ from .convert import dynamic_blocks
 __all__ = ["plot_skip_maps", "plot_frame_skip_maps", "plot_segmentation"]
 
 
-def _patch_size(model: nn.Module) -> Tuple[int, int]:
-    """The patch size of the ViT that is, or sits inside, `model`."""
+def _patch_embed(model: nn.Module) -> nn.Module:
+    """The patch embedding of the ViT that is, or sits inside, `model`."""
     for module in model.modules():
         embed = getattr(module, "patch_embed", None)
         if embed is not None:
-            return tuple(embed.patch_size)
+            return embed
     raise ValueError(f"{type(model).__name__} holds no ViT patch embedding")
+
+
+def _run(model: nn.Module, inputs: torch.Tensor) -> Tuple[Any, Tuple[int, int], Tuple[int, int]]:
+    """`model(inputs)`, the patch size and the token grid the patch embedding made of the last images it embedded.
+
+    The grid is timm's for the size the embedding got: whole patches of inputs padded by the model (the Segmenter)
+    or by timm (`dynamic_img_pad`), else floored.
+    """
+    embed = _patch_embed(model)
+    sizes: List[Tuple[int, int]] = []
+    handle = embed.register_forward_pre_hook(lambda _, args: sizes.append(tuple(args[0].shape[-2:])))
+    try:
+        output = model(inputs)
+    finally:
+        handle.remove()
+    if not sizes:
+        raise ValueError(f"{type(model).__name__}: its patch embedding did not run on inputs {tuple(inputs.shape)}")
+    return output, tuple(embed.patch_size), tuple(embed.dynamic_feat_size(sizes[-1]))
 
 
 def _keep_panels(model: nn.Module) -> List[Tuple[str, torch.Tensor]]:
@@ -35,18 +54,34 @@ def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
     return (images.cpu().float() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]).clamp(0, 1)
 
 
-def _draw(images: torch.Tensor, panels: List[Tuple[str, torch.Tensor]], patch: Tuple[int, int], path: Path,
-          mean: Sequence[float], std: Sequence[float], titles: Sequence[str], suptitle: str,
-          pictures: Optional[List[List[Tuple[str, np.ndarray]]]] = None) -> Path:
+def _keep_map(mask: torch.Tensor, grid: Tuple[int, int], patch: Tuple[int, int], size: Tuple[int, int]) -> np.ndarray:
+    """One image's keep mask [N] over the token `grid` as pixels [H, W] of the image `size`: patches beyond the image
+    (padding) are cropped, pixels the grid does not reach (floored) count as skipped.
+
+    Args:
+        mask: Keep decision per token, row-major over the grid.
+        grid: Tokens (rows, columns).
+        patch: Patch (height, width) in pixels.
+        size: The image's (H, W).
+    """
+    if mask.numel() != grid[0] * grid[1]:
+        raise ValueError(f"a keep mask of {mask.numel()} tokens does not fill the {grid[0]}x{grid[1]} token grid of "
+                         f"a {size[0]}x{size[1]} image in {patch[0]}x{patch[1]} patches")
+    keep = mask.float().cpu().reshape(grid).repeat_interleave(patch[0], 0).repeat_interleave(patch[1], 1)
+    keep = keep[:size[0], :size[1]]
+    return F.pad(keep, (0, size[1] - keep.shape[1], 0, size[0] - keep.shape[0])).numpy()
+
+
+def _draw(images: torch.Tensor, panels: List[Tuple[str, torch.Tensor]], patch: Tuple[int, int],
+          grid: Tuple[int, int], path: Path, mean: Sequence[float], std: Sequence[float], titles: Sequence[str],
+          suptitle: str, pictures: Optional[List[List[Tuple[str, np.ndarray]]]] = None) -> Path:
     """One row per image: the image, its extra `pictures` (e.g. masks, [H, W, 3] in 0..1), then one panel per
-    dispatched sub-block with its skipped patches greyed."""
+    dispatched sub-block with its skipped patches greyed (`grid`: the tokens the backbone made of the image)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ph, pw = patch
-    grid_h, grid_w = images.shape[-2] // ph, images.shape[-1] // pw
     shown = denormalize(images, mean, std)
     extra = len(pictures[0]) if pictures else 0
     rows, cols = images.shape[0], len(panels) + 1 + extra
@@ -59,8 +94,7 @@ def _draw(images: torch.Tensor, panels: List[Tuple[str, torch.Tensor]], patch: T
             axes[r][c].imshow(shown_extra)
             axes[r][c].set_title(name, fontsize=7)
         for c, (name, mask) in enumerate(panels, start=1 + extra):
-            keep = mask[r].float().cpu().reshape(grid_h, grid_w)
-            keep = keep.repeat_interleave(ph, 0).repeat_interleave(pw, 1)[..., None].numpy()
+            keep = _keep_map(mask[r], grid, patch, tuple(images.shape[-2:]))[..., None]
             axes[r][c].imshow(picture * (0.25 + 0.75 * keep) + 0.6 * (1 - keep) * [0.2, 0.2, 0.8])
             axes[r][c].set_title(f"{name}: {float(mask[r].float().mean()):.0%}", fontsize=7)
     for ax in axes.flat:
@@ -93,8 +127,8 @@ def plot_skip_maps(
         std: Normalisation std.
         titles: Optional caption per image (e.g. the label).
     """
-    model(images)
-    return _draw(images, _keep_panels(model), _patch_size(model), path, mean, std,
+    _, patch, grid = _run(model, images)
+    return _draw(images, _keep_panels(model), patch, grid, path, mean, std,
                  titles or ["input"] * images.shape[0], "bright: patch computed, blue: patch skipped")
 
 
@@ -119,10 +153,10 @@ def plot_frame_skip_maps(
     """
     if clip.ndim != 5 or clip.shape[0] != 1:
         raise ValueError(f"plot_frame_skip_maps: expected one clip [1, T, 3, H, W], got {tuple(clip.shape)}")
-    model(clip)
+    _, patch, grid = _run(model, clip)
     frames = clip[0]
     heading = (f"{title}: " if title else "") + "bright: patch computed, blue: patch skipped"
-    return _draw(frames, _keep_panels(model), _patch_size(model), path, mean, std,
+    return _draw(frames, _keep_panels(model), patch, grid, path, mean, std,
                  [f"frame {t}" for t in range(frames.shape[0])], heading)
 
 
@@ -154,7 +188,8 @@ def plot_segmentation(
         raise ValueError(f"plot_segmentation: masks {tuple(masks.shape)} do not match images {tuple(images.shape)}")
     from .data.segmentation import colorize
 
-    labels = model(images).argmax(1).cpu()
+    logits, patch, grid = _run(model, images)
+    labels = logits.argmax(1).cpu()
     masks = masks.cpu()
 
     def paint(label: torch.Tensor) -> np.ndarray:
@@ -166,5 +201,5 @@ def plot_segmentation(
         accuracy = float((predicted[valid] == truth[valid]).float().mean()) if valid.any() else float("nan")
         pictures.append([("ground truth", paint(truth)), (f"prediction: {accuracy:.0%} px", paint(predicted))])
         titles.append("image")
-    return _draw(images, _keep_panels(model), _patch_size(model), path, mean, std, titles,
+    return _draw(images, _keep_panels(model), patch, grid, path, mean, std, titles,
                  "masks: one colour per class; skip maps: bright patch computed, blue patch skipped", pictures)

@@ -200,6 +200,27 @@ def test_predict_writes_palette_masks_overlays_and_skip_maps(dyt_run, ade, tmp_p
     assert Path(row["skip_map"]).is_file() and 0.0 < row["keep_rate"] < 1.0
 
 
+def _odd_image(folder: Path, width: int, height: int, suffix: str) -> Path:
+    """A scene cropped to width x height (not a multiple of the 8 px patch once resized to the 32 px test scale)."""
+    image, _ = _scene(np.random.default_rng(width), max(width, height))
+    path = folder / f"odd_{width}x{height}.{suffix}"
+    Image.fromarray(np.ascontiguousarray(image[:height, :width])).save(path)
+    return path
+
+
+@pytest.mark.parametrize("width, height, suffix", [(64, 48, "png"), (70, 45, "jpg")])
+def test_skip_maps_of_images_whose_test_size_is_not_a_multiple_of_the_patch(dyt_run, tmp_path, capsys, width,
+                                                                            height, suffix):
+    image = _odd_image(tmp_path, width, height, suffix)
+    capsys.readouterr()
+    assert main(["predict", str(dyt_run), str(image), "--skip-maps", str(tmp_path / "maps"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["skip_map"] == str(tmp_path / "maps" / f"odd_{width}x{height}.png")
+    with Image.open(row["skip_map"]) as picture:
+        assert picture.format == "PNG" and picture.size[0] > picture.size[1]
+    assert 0.0 < row["keep_rate"] < 1.0
+
+
 def test_checkpoints_of_another_task_or_class_count_are_refused(dyt_run, ade, tmp_path):
     with pytest.raises(ValueError, match="holds a segmentation model"):
         load_run(dyt_run, ("dataset=vtab",), with_data=False)
