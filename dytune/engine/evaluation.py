@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 from tqdm import tqdm
 
 from .. import distributed
@@ -15,6 +15,7 @@ from ..modules.blocks import DynamicBlock
 from ..runtime import autocast, relative_spread, synchronize
 from ..tasks.base import Metric, Task
 from ..tasks.metrics import ClassificationMetric
+from .loader import DataLoader
 
 __all__ = ["evaluate", "extract_features", "to_device"]
 

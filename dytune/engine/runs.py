@@ -8,7 +8,6 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from .. import distributed
 from ..calibrate import dispatchers, sweep_keep_rates
@@ -17,6 +16,7 @@ from ..tasks import Task, build_task
 from .build import build_model, load_model_weights, read_run_meta
 from ..run_config import TrainConfig
 from .evaluation import evaluate
+from .loader import DataLoader
 from .rundir import read_checkpoint
 from .seeding import seed_everything
 
