@@ -50,13 +50,14 @@ def predict_files(run_dir: Path, files: Sequence[Path], top_k: int = 5, skip_map
         keep = _KeepRates(model, torch.device("cpu"))
         keep.add(meter)
         rates = keep.compute()
-        row: Dict[str, Any] = {"file": str(file), **task.describe_prediction(output[0], loaded.classes, top_k),
+        output, shown = task.restore_prediction(output[0], sample, Path(file))
+        row: Dict[str, Any] = {"file": str(file), **task.describe_prediction(output, loaded.classes, top_k),
                                "gmacs": int(count_macs(model, inputs, forward=task.infer)[0]) / 1e9}
         if rates is not None:
             row["keep_rate"] = sum(rates) / len(rates)
             row["keep_rates"] = rates
         if out is not None:
-            row.update(task.save_outputs(output[0], sample, Path(out), Path(file).stem, loaded.classes))
+            row.update(task.save_outputs(output, shown, Path(out), Path(file).stem, loaded.classes))
         if skip_maps is not None:
             row["skip_map"] = str(task.save_skip_map(model, sample, Path(skip_maps) / f"{Path(file).stem}.png",
                                                      row.get("label", "")))
@@ -75,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--skip-maps", type=Path, default=None, metavar="DIR", help="write one skip map per file here")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write what the task draws per file here (segmentation: <name>_mask.png, a palette PNG of "
-                        "the classes, and <name>_overlay.png)")
+                        "the classes, and <name>_overlay.png, both at the image's size)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default=DEFAULT_CHECKPOINT)
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.set_defaults(run=run)

@@ -159,6 +159,12 @@ class Task(abc.ABC):
         """One input read from a file, transformed as for evaluation (no batch dimension)."""
         raise NotImplementedError(f"task {self.name!r} cannot read input files for prediction")
 
+    def restore_prediction(self, output: Any, sample: torch.Tensor, path: Path) -> Tuple[Any, torch.Tensor]:
+        """One file's inference output and sample (no batch dimension) at the file's own geometry, as
+        `describe_prediction` and `save_outputs` take them (segmentation: logits and image at the image's size);
+        by default both unchanged."""
+        return output, sample
+
     def describe_prediction(self, output: Any, classes: Optional[List[str]], top_k: int) -> Dict[str, Any]:
         """The JSON-serialisable prediction for one sample's inference output (e.g. `label` and `top` classes)."""
         raise NotImplementedError(f"task {self.name!r} does not describe predictions")

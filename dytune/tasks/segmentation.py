@@ -14,10 +14,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.lists import load_rgb
-from ..data.segmentation import (ADE20K, COCOStuff, SegmentationDataset, colorize, eval_transforms, make_palette,
-                                 read_class_names, train_transforms)
+from ..data.segmentation import (ADE20K, COCOStuff, Normalize, SegmentationDataset, colorize, eval_transforms,
+                                 make_palette, read_class_names, train_transforms)
 from ..metrics_segmentation import SegmentationMetric
-from ..modules.segmentation import (Segmenter, SegmentationLoss, default_out_indices, pixel_distillation,
+from ..modules.segmentation import (Segmenter, SegmentationLoss, default_out_indices, pixel_distillation, resize,
                                     slide_inference, sync_batchnorm, whole_inference)
 from ..viz import denormalize
 from .base import Task, register_task
@@ -138,24 +138,36 @@ class SegmentationTask(Task):
         return torch.zeros(1, 3, side, side)
 
     # ---- prediction on files -------------------------------------------------------------------------------------
+    def _read(self, path: Path) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The image [3, H, W] (0..255, float) and a blank label map for the pair transforms."""
+        image = torch.from_numpy(np.array(load_rgb(path))).permute(2, 0, 1).float()
+        return image, torch.zeros(image.shape[-2:], dtype=torch.int64)
+
     def load_sample(self, path: Path) -> torch.Tensor:
         """The image as evaluation feeds it: resized keeping its ratio to the scale, normalised, [3, H, W]."""
-        image = torch.from_numpy(np.array(load_rgb(path))).permute(2, 0, 1).float()
-        blank = torch.zeros(image.shape[-2:], dtype=torch.int64)
         return eval_transforms(self.scale(), tuple(self.cfg.mean), tuple(self.cfg.std), resize_mask=True)(
-            image, blank)[0]
+            *self._read(path))[0]
+
+    def restore_prediction(self, output: torch.Tensor, sample: torch.Tensor,
+                           path: Path) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The logits resized bilinearly to the image's own size, before any argmax (as mmseg's inference), and the
+        image normalised at that size: the mask and overlay line up with the file."""
+        image = Normalize(tuple(self.cfg.mean), tuple(self.cfg.std))(*self._read(path))[0]
+        return resize(output[None].float(), image.shape[-2:])[0], image
 
     def describe_prediction(self, output: torch.Tensor, classes: Optional[List[str]], top_k: int) -> Dict[str, Any]:
-        """The classes covering most pixels, as `top` [(name, share of the image)], and the label map's size."""
+        """The classes covering most pixels, as `top` [(name, share of the mask)], and the mask's `mask_size`
+        [H, W] (the input image's, after `restore_prediction`)."""
         labels = output.argmax(dim=0)
         shares = torch.bincount(labels.flatten(), minlength=output.shape[0]).double() / labels.numel()
         values, order = shares.topk(min(top_k, len(shares)))
         names = [classes[i] if classes else str(int(i)) for i in order.tolist()]
-        return {"top": [(n, float(v)) for n, v in zip(names, values) if v > 0], "size": list(labels.shape)}
+        return {"top": [(n, float(v)) for n, v in zip(names, values) if v > 0], "mask_size": list(labels.shape)}
 
     def save_outputs(self, output: torch.Tensor, sample: torch.Tensor, folder: Path, stem: str,
                      classes: Optional[List[str]]) -> Dict[str, str]:
-        """`<stem>_mask.png` (palette PNG, pixel value = class) and `<stem>_overlay.png` (the image with the mask)."""
+        """`<stem>_mask.png` (palette PNG, pixel value = class) and `<stem>_overlay.png` (the image with the mask), at
+        the size of `output` (the image's, after `restore_prediction`)."""
         folder.mkdir(parents=True, exist_ok=True)
         labels = output.argmax(dim=0).cpu().numpy().astype(np.uint8)
         palette = make_palette(output.shape[0])

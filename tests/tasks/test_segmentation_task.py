@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import dytune
 from dytune.checkpoint import trained_state_dict
 from dytune.cli import main
+from dytune.data.segmentation import colorize, make_palette
 from dytune.engine import train
 from dytune.run_config import TrainConfig
 from dytune.engine.optim import lr_at
@@ -189,7 +190,7 @@ def test_predict_writes_palette_masks_overlays_and_skip_maps(dyt_run, ade, tmp_p
     assert main(["predict", str(dyt_run), str(image), "--out", str(tmp_path / "pred"), "--skip-maps",
                  str(tmp_path / "maps"), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
-    assert [name for name, _ in row["top"]][0] == "background" and row["size"] == [32, 32]
+    assert [name for name, _ in row["top"]][0] == "background" and row["mask_size"] == [32, 32]
     assert sum(share for _, share in row["top"]) == pytest.approx(1.0)
     with Image.open(row["mask"]) as mask:
         assert mask.mode == "P" and mask.size == (32, 32)
@@ -219,6 +220,37 @@ def test_skip_maps_of_images_whose_test_size_is_not_a_multiple_of_the_patch(dyt_
     with Image.open(row["skip_map"]) as picture:
         assert picture.format == "PNG" and picture.size[0] > picture.size[1]
     assert 0.0 < row["keep_rate"] < 1.0
+
+
+@pytest.mark.parametrize("width, height, suffix", [(64, 48, "png"), (70, 45, "jpg")])
+def test_predicted_masks_and_overlays_have_the_input_image_size(dyt_run, tmp_path, capsys, width, height, suffix):
+    image = _odd_image(tmp_path, width, height, suffix)
+    capsys.readouterr()
+    assert main(["predict", str(dyt_run), str(image), "--out", str(tmp_path / "pred"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["mask_size"] == [height, width]
+    with Image.open(row["mask"]) as mask:
+        assert mask.mode == "P" and mask.size == (width, height)
+        labels = np.asarray(mask)
+    shares = np.bincount(labels.flatten(), minlength=len(CLASSES)) / labels.size
+    assert dict(row["top"]) == pytest.approx({CLASSES[k]: shares[k] for k in range(len(CLASSES)) if shares[k] > 0})
+    with Image.open(row["overlay"]) as picture, Image.open(image) as original:
+        assert picture.size == (width, height)
+        # overlay = (image + colours) / 2, rounded: the full-size image and mask come back from it
+        colours = colorize(labels, make_palette(len(CLASSES))).astype(int)
+        restored = 2 * np.asarray(picture, dtype=int) - colours
+        assert np.abs(restored - np.asarray(original.convert("RGB"), dtype=int)).max() <= 2
+
+
+def test_predicted_logits_are_resized_to_the_image_before_the_argmax(ade, tmp_path):
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.full((2, 8, 3), 128, np.uint8)).save(path)
+    task = build_task(config(ade, tmp_path / "x"))
+    logits = torch.tensor([[[2.0, 0.0]], [[0.0, 2.0]], [[1.3, 1.3]]])  # class 2 wins nowhere at 1 x 2
+    restored, image = task.restore_prediction(logits, torch.zeros(3, 1, 2), path)
+    assert restored.shape == (3, 2, 8) and image.shape == (3, 2, 8) and image.abs().max() < 0.01
+    # bilinear logits: class 2 between the two; nearest labels would give [0, 0, 0, 0, 1, 1, 1, 1]
+    assert restored.argmax(0).tolist() == [[0, 0, 0, 2, 2, 1, 1, 1]] * 2
 
 
 def test_checkpoints_of_another_task_or_class_count_are_refused(dyt_run, ade, tmp_path):
