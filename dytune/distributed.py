@@ -57,6 +57,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum over all processes, in place (a no-op in a single process); CPU tensors work under
+    NCCL too."""
+    if dist.is_initialized():
+        moved = tensor.cuda() if dist.get_backend() == "nccl" else tensor
+        dist.all_reduce(moved, op=dist.ReduceOp.MAX)
+        tensor.copy_(moved)
+    return tensor
+
+
 class ShardSampler(Sampler):
     """Indices rank, rank + world, ... without padding, so metrics summed over ranks count every image once."""
 

@@ -1057,8 +1057,9 @@ class VideoDataset(Dataset):
 
     Training items are (clip float [T, C, H, W], label); test items (views float [V, T, C, H, W], label) with
     V = sampler.num_views x transform.num_views, temporal views outermost. Videos shorter than the sampler's span
-    repeat frames; the probe (`probe()`, run at construction when `skip_bad_videos` or `cache`) lists them in
-    `short_videos`.
+    repeat frames. `frame_counts` records each video's length once it is opened, by the probe (`probe()`, run at
+    construction when `skip_bad_videos` or `cache`) or by loading in any DataLoader worker (shared memory), so
+    `padded_clips` and `short_videos` list the short videos seen so far in the main process too.
 
     Args:
         root: Folder the video paths are relative to.
@@ -1090,7 +1091,6 @@ class VideoDataset(Dataset):
         self.skip_bad_videos = skip_bad_videos
         self.source = source or str(self.root)
         self.skipped: List[str] = []
-        self.short_videos: List[str] = []
         self.info: Optional[List[VideoInfo]] = None
         self._cache: Optional[List[torch.Tensor]] = None
         samples = [(str(p), int(label)) for p, label in samples]
@@ -1110,6 +1110,7 @@ class VideoDataset(Dataset):
                 raise FileNotFoundError(f"{self.source}: {len(missing)} listed video(s) not found under {self.root}, "
                                         f"e.g. {missing[0]} (use skip_bad_videos to skip them)")
         self.samples = samples
+        self.frame_counts = torch.zeros(len(samples), dtype=torch.int64).share_memory_()  # 0: not opened yet
         if probe if probe is not None else (cache or skip_bad_videos):
             self.probe(cache=cache, progress=progress)
 
@@ -1175,11 +1176,22 @@ class VideoDataset(Dataset):
             return 1
         return self.sampler.num_views * getattr(self.transform, "num_views", 1)
 
+    @property
+    def padded_clips(self) -> List[Tuple[str, int]]:
+        """(path, frame count) of the videos opened so far that are shorter than the sampler needs: their clips
+        repeat the last frame."""
+        counts = self.frame_counts.tolist()
+        return [(path, n) for (path, _), n in zip(self.samples, counts) if n and self.sampler.is_short(n)]
+
+    @property
+    def short_videos(self) -> List[str]:
+        """Paths of the `padded_clips`."""
+        return [path for path, _ in self.padded_clips]
+
     def probe(self, cache: bool = False, progress: bool = False) -> None:
         """Open every video (decoding its first and last frame, or all with `cache`): fills `info` and
-        `short_videos`; drops bad videos into `skipped` when `skip_bad_videos`, else raises naming the file."""
+        `frame_counts`; drops bad videos into `skipped` when `skip_bad_videos`, else raises naming the file."""
         kept, info, frames = [], [], []
-        self.short_videos = []
         for index, (path, label) in enumerate(tqdm(self.samples, desc="probing videos", unit="video",
                                                    disable=not progress)):
             try:
@@ -1196,13 +1208,12 @@ class VideoDataset(Dataset):
             info.append(meta)
             if cache:
                 frames.append(decoded)
-            if self.sampler.is_short(n):
-                self.short_videos.append(path)
         if not kept:
             raise ValueError(f"{self.source}: no readable video left after skipping {len(self.skipped)} "
                              f"(first: {self.skipped[0] if self.skipped else '-'})")
         self.samples, self.origins = [self.samples[i] for i in kept], [self.origins[i] for i in kept]
         self.info, self._cache = info, frames if cache else None
+        self.frame_counts = torch.tensor([i.num_frames for i in info], dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -1214,6 +1225,7 @@ class VideoDataset(Dataset):
             video = self._cache[index]
             return [video[idx].permute(0, 3, 1, 2) for idx in pick(len(video))]
         with open_video(path, self.backend, self.threads) as reader:
+            self.frame_counts[index] = reader.num_frames
             clips = pick(reader.num_frames)
             union = sorted({i for clip in clips for i in clip})
             frames = reader.get_frames(union)

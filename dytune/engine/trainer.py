@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from .. import distributed
@@ -25,7 +25,6 @@ from ..tasks import build_task
 from .build import build_model, load_model_weights, save_model
 from .csvlog import CsvLog
 from .evaluation import evaluate, extract_features, to_device
-from .loader import DataLoader
 from .loop import OptimizerStep
 from .optim import LrSchedule, param_groups
 from .rundir import (RunLock, clean_stale_temporaries, has_checkpoint, prepare_fresh_run, read_checkpoint,
@@ -114,6 +113,7 @@ class Trainer:
         self.num_classes = self.task.num_classes(self.train_set)
         self.classes = self.task.class_names(self.train_set)
         self._check_eval_labels()
+        self.padded: List[str] = []
         self.model, self.dense_macs = build_model(cfg, self.task, self.num_classes, self.method)
         self.model.to(self.env.device)
         # the objective may run the model twice (dynamic + complete), so DDP wraps model and objective together
@@ -158,6 +158,20 @@ class Trainer:
             message = f"{misfit[0]}: label {misfit[1]} is outside the training split's classes " \
                       f"0..{self.num_classes - 1} ({message})"
         raise ValueError(message)
+
+    def _count_padded(self) -> None:
+        """Collect the clips padded so far (videos shorter than the sampler needs, from the datasets' `frame_counts`,
+        which every rank and loader worker fills) into `padded`; log when more turned up."""
+        found, need = [], 0
+        for data in (self.train_set, self.eval_set):
+            if getattr(data, "frame_counts", None) is not None:
+                distributed.all_reduce_max(data.frame_counts)
+                need = data.sampler.min_video_frames
+                found += [f"{path} ({n} frames)" for path, n in data.padded_clips]
+        if len(found) > len(self.padded) and self.env.is_main:
+            tqdm.write(f"padded {len(found)} clip(s) shorter than the sampler's {need} frames (the last frame "
+                       f"repeats), e.g. {found[0]}")
+        self.padded = found
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def _save_model(self, folder: Path) -> None:
@@ -263,6 +277,7 @@ class Trainer:
                     self.best = {**metrics, "epoch": epoch + 1}
                     if env.is_main:
                         write_checkpoint(self.out, "best", self._save_model, epoch=epoch + 1, keep_previous=False)
+            self._count_padded()
             if env.is_main:
                 self._log(row, metrics.get("keep_rates"))
                 self._save_last(epoch)
@@ -270,6 +285,7 @@ class Trainer:
                    "target_rate": cfg.target_rate,
                    "epochs_done": end, "epochs": cfg.epochs, "trainable_params": self.trainable,
                    "dense_gmacs": self.dense_macs / 1e9, "skipped_images": self.skipped,
+                   "padded_clips": self.padded,
                    "metric": self.metric_name, "final": metrics,
                    "best": self.best}
         if env.is_main and end == cfg.epochs:

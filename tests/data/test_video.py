@@ -404,6 +404,18 @@ def test_probe_reports_short_videos_and_cache_serves_the_same_items(tmp_path):
     assert all(torch.equal(cached[i][0], expected[i]) for i in range(4))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_padded_clips_are_known_in_the_main_process_for_any_worker_count(kinetics, workers):
+    root, list_file = kinetics
+    data = VideoDataset.from_list(root, list_file, DenseSampler(num_frames=4, stride=3), classes=2, train=True)
+    assert data.padded_clips == [] and data.frame_counts.tolist() == [0, 0, 0, 0]
+    for _ in torch.utils.data.DataLoader(data, batch_size=2, num_workers=workers):
+        pass
+    assert data.frame_counts.tolist() == [40, 40, 40, 6]
+    assert data.padded_clips == [("videos/riding a bike/clip 3.mp4", 6)]
+    assert data.short_videos == ["videos/riding a bike/clip 3.mp4"]
+
+
 def _ssv2_tree(root: Path, classes=("Moving something up", "Turning something clockwise"),
                templates=("Moving [something] up", "Turning [something] clockwise", "Moving [something] up")) -> Path:
     (root / "videos").mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,18 @@ def test_eval_label_beyond_the_training_classes_names_list_file_and_line(tmp_pat
         train(cfg)
 
 
+def test_padded_clips_are_counted_in_the_log_and_results(tmp_path, capsys):
+    cfg = config(tmp_path, epochs=1, num_workers=2)  # clips of 4 frames at stride 2 need 7 frames
+    root, rng = Path(cfg.data_root), np.random.default_rng(5)
+    write_video(root / "videos" / "train clip 3.mp4", _clip(1, rng, frames=5), codec="h264")
+    write_video(root / "videos" / "test clip 0.mp4", _clip(0, rng, frames=6), codec="h264")
+    results = train(cfg)
+    assert results["padded_clips"] == ["videos/train clip 3.mp4 (5 frames)", "videos/test clip 0.mp4 (6 frames)"]
+    assert json.loads((Path(cfg.output_dir) / "results.json").read_text())["padded_clips"] == results["padded_clips"]
+    assert ("padded 2 clip(s) shorter than the sampler's 7 frames (the last frame repeats), e.g. "
+            "videos/train clip 3.mp4 (5 frames)") in capsys.readouterr().out
+
+
 def _unfused(model):
     for m in model.modules():
         if hasattr(m, "fused_attn"):
