@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
 from .. import distributed
@@ -25,6 +25,7 @@ from ..tasks import build_task
 from .build import build_model, load_model_weights, save_model
 from .csvlog import CsvLog
 from .evaluation import evaluate, extract_features, to_device
+from .loader import DataLoader
 from .loop import OptimizerStep
 from .optim import LrSchedule, param_groups
 from .rundir import (RunLock, clean_stale_temporaries, has_checkpoint, prepare_fresh_run, read_checkpoint,
