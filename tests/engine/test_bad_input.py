@@ -61,7 +61,7 @@ def test_checkpoint_that_does_not_fit_the_data(tmp_path):
     write_vtab_task(tmp_path / "vtab", "bigger", classes=5)
     with pytest.raises(ValueError, match=r"trained on 3 classes; the evaluation data \(vtab bigger test\) has 5"):
         evaluate_run(tmp_path / "run", ("task=bigger",))
-    with pytest.raises(ValueError, match=r"(?s)does not fit the model.*shape mismatches.*saved \(8, 48\), model \(16, 48\)"):
+    with pytest.raises(ValueError, match=r"(?s)does not fit the model.*shape mismatches.*saved \(64, 48\), model \(16, 48\)"):
         evaluate_run(tmp_path / "run", ("bottleneck=16",))
     with pytest.raises(ValueError, match=r"(?s)does not fit.*embed_dim|shape mismatches"):
         evaluate_run(tmp_path / "run", ('model_kwargs={"patch_size": 8, "depth": 2, "embed_dim": 96, "num_heads": 3}',))

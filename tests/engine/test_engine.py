@@ -73,7 +73,7 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
 
 def test_resume_refuses_a_different_config(tmp_path):
     train(config(tmp_path, epochs=1))
-    with pytest.raises(ValueError, match=r"different config: bottleneck: 8 -> 4"):
+    with pytest.raises(ValueError, match=r"different config: bottleneck: 64 -> 4"):
         train(config(tmp_path, epochs=1, bottleneck=4), resume=True)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(config(tmp_path / "empty"), resume=True)
