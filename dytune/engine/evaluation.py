@@ -79,7 +79,6 @@ class _KeepRates:
         return (self.sums[0] / self.sums[1].clamp(min=1.0)).tolist()
 
 
-@torch.no_grad()
 def _throughput_spread(batch_rates: List[Tuple[int, float]]) -> Dict[str, Any]:
     """The thread count and, where this process timed at least two full batches after its first (a warm-up, slower
     on most devices), how far their throughputs spread (`images_per_s_spread`: half the range over the median)."""
@@ -91,6 +90,7 @@ def _throughput_spread(batch_rates: List[Tuple[int, float]]) -> Dict[str, Any]:
     return out
 
 
+@torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, env: distributed.DistEnv, num_classes: int, precision: str,
              dense_macs: Optional[int] = None, progress: bool = True, task: Optional[Task] = None) -> Dict[str, Any]:
     """The task's metrics, MACs per sample, keep rate per dispatched sub-block and the inference throughput of the
@@ -114,8 +114,8 @@ def evaluate(model: nn.Module, loader: DataLoader, env: distributed.DistEnv, num
         num_classes, device=device)
     keep = _KeepRates(model, device)
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # samples, macs, forward seconds
-    static_by_shape: Dict[Tuple[Any, ...], int] = {}
     batch_rates: List[Tuple[int, float]] = []  # (batch size, samples/s) of each timed forward
+    static_by_shape: Dict[Tuple[Any, ...], int] = {}
     for inputs, targets in tqdm(loader, desc="eval", leave=False, disable=not (progress and env.is_main)):
         inputs, targets = to_device(inputs, device), to_device(targets, device)
         batch = _batch_size(inputs)

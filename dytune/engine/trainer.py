@@ -316,10 +316,10 @@ class Trainer:
         if "keep_rates" in m:
             text += f", keep rate {m['keep_rate']:.3f} per layer [" + " ".join(f"{r:.2f}" for r in m["keep_rates"]) + "]"
         tqdm.write(text)
-
         warning = spread is not None and timing_warning("the evaluation's throughput per batch", spread)
         if warning:
             tqdm.write(warning)
+
     def _log(self, row: Dict[str, Any], layer_rates: Optional[List[float]]) -> None:
         if layer_rates:
             row.update({f"keep_l{i}": r for i, r in enumerate(layer_rates)})
