@@ -5,6 +5,15 @@ and the settings that differ, optionally its own `seeds`), and `output`; optiona
 task (e.g. each video task's dataset layout and data_root), applied after `base` and before the run's. Finished
 runs are skipped and interrupted ones resumed, so the same command continues a suite. A run also counts as finished
 when the suite's results.csv holds its row, so run folders (checkpoints) may be deleted without losing results.
+
+Recipe selection: `grid` names the settings searched (a list is an axis, every combination a point, a single value
+is fixed; `warmup_fraction: f` sets warmup_epochs = f x epochs) and `select` how a search run trains and is scored
+(settings that make the final split train/validation, e.g. train_split and eval_split, per task under
+`task_settings`; the selection `tasks` and `seeds`, by default the suite's). Every run first trains each point on
+the selection tasks and seeds (`<output>/search/<run>/<point>/<task>/seed<k>`, remembered in
+`<output>/search/results.csv`), keeps the point with the best mean primary metric (ties: fewer epochs, then the lower
+lr; `<output>/selection.csv`, `selection.md`), then trains with it on the suite's own split. A run with
+`select_as: <run>` reuses that run's choice. `--search-only` stops after the choice.
 """
 from __future__ import annotations
 
@@ -21,6 +30,10 @@ from ..checkpoint import atomic_write
 from ..tasks import TASKS
 from ..run_config import TrainConfig
 from ..methods import METHODS
+from .selection import (SELECT_KEYS, check_selection, choose, grid_points, point_name, point_settings,
+                        selection_markdown, target)
+
+RUN_KEYS = ("name", "seeds", "select_as")  # a run's entries that are not TrainConfig settings
 
 
 def load_suite(path: Path) -> Dict[str, Any]:
@@ -36,33 +49,101 @@ def load_suite(path: Path) -> Dict[str, Any]:
     names = [r.get("name") for r in suite["runs"]]
     if None in names or len(set(names)) != len(names):
         raise ValueError(f"{path}: every run needs a distinct name, got {names}")
+    check_selection(Path(path), suite)
     return suite
 
 
-def planned_runs(suite: Dict[str, Any], overrides: List[str] = ()) -> List[Tuple[str, TrainConfig]]:
-    """(run name, TrainConfig) per (run, task, seed), validated before anything trains."""
-    configs = []
+def _explicit(overrides: Sequence[str]) -> Dict[str, Any]:
+    """The settings the command line's key=value overrides set, parsed."""
     extra = TrainConfig.load([], overrides).to_dict() if overrides else {}
-    explicit = {o.partition("=")[0] for o in overrides}
+    return {k: extra[k] for k in (o.partition("=")[0].strip() for o in overrides)}
+
+
+def run_config(suite: Dict[str, Any], run: Dict[str, Any], task: str, seed: int, output_dir: Path,
+               layers: Sequence[Dict[str, Any]] = (), explicit: Optional[Dict[str, Any]] = None,
+               source: str = "") -> TrainConfig:
+    """One run's config: base, the task's settings, the run's, then `layers` (grid point, selection settings), the
+    command line's overrides last; a `warmup_fraction` in the layers sets warmup_epochs = fraction x epochs.
+
+    Args:
+        suite: The loaded suite.
+        run: One entry of `runs`.
+        task, seed, output_dir: Where and what this run trains.
+        layers: Further settings, later ones winning.
+        explicit: The command line's settings (`_explicit`).
+        source: Names the run in errors.
+    """
+    values = {**suite["base"], **(suite.get("task_settings") or {}).get(task, {}),
+              **{k: v for k, v in run.items() if k not in RUN_KEYS}}
+    for layer in layers:
+        values.update(layer)
+    fraction = values.pop("warmup_fraction", None)
+    values.update({"task": task, "seed": seed, "output_dir": str(output_dir), **(explicit or {})})
+    source = source or f"suite run {run['name']}"
+    cfg = TrainConfig.from_dict(values, source=source)
+    if fraction is not None and "warmup_epochs" not in (explicit or {}):
+        cfg = TrainConfig.from_dict({**values, "warmup_epochs": round(fraction * cfg.epochs, 6)}, source=source)
+    return cfg
+
+
+def planned_runs(suite: Dict[str, Any], overrides: List[str] = (),
+                 choices: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Tuple[str, TrainConfig]]:
+    """(run name, TrainConfig) per (run, task, seed), validated before anything trains. With a grid, only the runs
+    in `choices` (run -> chosen grid point) are planned, each with its point."""
+    configs = []
+    explicit = _explicit(overrides)
     for run in suite["runs"]:
-        settings = {k: v for k, v in run.items() if k not in ("name", "seeds")}
+        if "grid" in suite and run["name"] not in (choices or {}):
+            continue
+        layers = [point_settings(suite["grid"], choices[run["name"]])] if "grid" in suite else []
         for task in suite["tasks"]:
             for seed in run.get("seeds", suite["seeds"]):
-                per_task = (suite.get("task_settings") or {}).get(task, {})
-                values = {**suite["base"], **per_task, **settings, "task": task, "seed": seed,
-                          "output_dir": str(Path(suite["output"]) / run["name"] / task / f"seed{seed}")}
-                values.update({k: extra[k] for k in explicit})
-                configs.append((run["name"], TrainConfig.from_dict(values, source=f"suite run {run['name']}")))
+                out = Path(suite["output"]) / run["name"] / task / f"seed{seed}"
+                configs.append((run["name"], run_config(suite, run, task, seed, out, layers, explicit)))
     return configs
 
 
-def run_suite(suite: Dict[str, Any], overrides: List[str] = ()) -> List[Dict[str, Any]]:
-    """Train every planned run that has not finished; return one row per finished run."""
+def planned_search(suite: Dict[str, Any], names: Sequence[str], overrides: List[str] = (),
+                   ) -> List[Tuple[str, TrainConfig]]:
+    """(`<run>/<point>`, TrainConfig) per searching run in `names`, grid point, selection task and seed."""
+    rule = suite["select"]
+    explicit = _explicit(overrides)
+    configs = []
+    for run in (r for r in suite["runs"] if r["name"] in names and "select_as" not in r):
+        for point in grid_points(suite["grid"]):
+            name = f"{run['name']}/{point_name(point)}"
+            for task in rule.get("tasks", suite["tasks"]):
+                layers = [point_settings(suite["grid"], point),
+                          {k: v for k, v in rule.items() if k not in SELECT_KEYS},
+                          (rule.get("task_settings") or {}).get(task, {})]
+                for seed in rule.get("seeds", suite["seeds"]):
+                    out = Path(suite["output"]) / "search" / name / task / f"seed{seed}"
+                    configs.append((name, run_config(suite, run, task, seed, out, layers, explicit,
+                                                     source=f"suite search run {name}")))
+    return configs
+
+
+def run_suite(suite: Dict[str, Any], overrides: List[str] = (),
+              choices: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
+    """Train every planned run that has not finished; return one row per finished run.
+
+    Args:
+        suite: The loaded suite (possibly restricted by `select`).
+        overrides: key=value settings for every run.
+        choices: With a grid, run -> chosen point (`run_selection`); runs without one are not trained.
+    """
+    plan = planned_runs(suite, overrides, choices)
+    train_plan(plan, Path(suite["output"]) / "results.csv")
+    return collect(plan, read_csv(Path(suite["output"]) / "results.csv"))
+
+
+def train_plan(plan: List[Tuple[str, TrainConfig]], results: Path) -> None:
+    """Train the runs of `plan` that have neither a results.json nor a row in the `results` CSV, resuming any that
+    were interrupted."""
     from .rundir import RUN_FILES, has_checkpoint
     from .trainer import train
 
-    plan = planned_runs(suite, overrides)
-    remembered = _row_keys(read_csv(Path(suite["output"]) / "results.csv"))
+    remembered = _row_keys(read_csv(results))
     for i, (name, cfg) in enumerate(plan, start=1):
         out = Path(cfg.output_dir)
         if (out / "results.json").is_file() or (name, cfg.task, cfg.seed) in remembered:
@@ -72,7 +153,61 @@ def run_suite(suite: Dict[str, Any], overrides: List[str] = ()) -> List[Dict[str
         if not resume and any((out / f).exists() for f in RUN_FILES):  # an attempt that died before its checkpoint
             cfg.overwrite = True
         train(cfg, resume=resume)
-    return collect(plan, read_csv(Path(suite["output"]) / "results.csv"))
+
+
+def _searching(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]]) -> List[str]:
+    """The runs whose search decides the points of `runs` (themselves or their `select_as`), in suite order."""
+    wanted = {target(r) for r in runs}
+    return [r["name"] for r in suite["runs"] if r["name"] in wanted]
+
+
+def _greater_is_better(plan: List[Tuple[str, TrainConfig]]) -> Dict[str, bool]:
+    """Per searching run (the part of `<run>/<point>` before the slash), which way its task's primary metric
+    improves."""
+    from ..tasks import build_task
+
+    out: Dict[str, bool] = {}
+    for name, cfg in plan:
+        run = name.rsplit("/", 1)[0]
+        if run not in out:
+            out[run] = build_task(cfg).metric(1).greater_is_better
+    return out
+
+
+def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrides: List[str] = (),
+                  train: bool = True) -> Dict[str, Dict[str, Any]]:
+    """Search the grid for `runs` (training what is missing when `train`), then score every searching run of the
+    suite from what is on disk and write `selection.csv` and `selection.md`.
+
+    Args:
+        suite: The loaded suite, with `grid` and `select`.
+        runs: The runs about to be trained (their `select_as` runs are searched for them).
+        overrides: key=value settings for every run.
+        train: Train the missing search runs; otherwise only report.
+
+    Returns:
+        Run name -> its chosen grid point (axis values), for every run of the suite whose choice is known.
+    """
+    out = Path(suite["output"])
+    memory = out / "search" / "results.csv"
+    if train:
+        train_plan(planned_search(suite, _searching(suite, runs), overrides), memory)
+    plan = planned_search(suite, _searching(suite, suite["runs"]), overrides)
+    rows = collect(plan, read_csv(memory))
+    if not rows:
+        print("no search run finished yet")
+        return {}
+    write_csv(rows, memory)
+    rule = suite["select"]
+    tasks, seeds = rule.get("tasks", suite["tasks"]), rule.get("seeds", suite["seeds"])
+    greater = _greater_is_better(plan)
+    table, chosen = choose(rows, suite["grid"], tasks, seeds, greater)
+    shared = {r["name"]: r["select_as"] for r in suite["runs"] if "select_as" in r}
+    text = selection_markdown(table, suite["grid"], tasks, seeds, labels(rows)[0], all(greater.values()), shared)
+    write_csv(table, out / "selection.csv")
+    atomic_write(out / "selection.md", lambda tmp: Path(tmp).write_text(text + "\n"))
+    print(text)
+    return {r["name"]: chosen[target(r)] for r in suite["runs"] if target(r) in chosen}
 
 
 def _row_keys(rows: List[Dict[str, Any]]) -> Dict[Tuple[str, str, int], Dict[str, Any]]:
@@ -251,6 +386,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("suite", type=Path, help="suite YAML, e.g. configs/minivtab_suite.yaml")
     p.add_argument("overrides", nargs="*", help="key=value settings applied to every run (e.g. epochs=2)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the CSV, table and plot")
+    p.add_argument("--search-only", action="store_true",
+                   help="with a grid: only train the search runs and write selection.csv / selection.md")
     p.add_argument("--only", nargs="+", default=None, metavar="RUN", help="train only these runs of the suite")
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
                    help="train only these seeds of each run (e.g. --seeds 0 for a first pass)")
@@ -273,10 +410,16 @@ def select(suite: Dict[str, Any], only: Optional[List[str]] = None, seeds: Optio
 
 def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
+    if args.search_only and "grid" not in suite:
+        raise ValueError(f"{args.suite}: --search-only needs a grid and select block in the suite")
+    part = select(suite, args.only, args.seeds)
+    choices = run_selection(suite, part["runs"], args.overrides, not args.report_only) if "grid" in suite else None
+    if args.search_only:
+        return 0
     if not args.report_only:
-        run_suite(select(suite, args.only, args.seeds), args.overrides)
+        run_suite(part, args.overrides, choices)
     # the report covers every finished run of the suite, whatever --only and --seeds trained this time
-    rows = collect(planned_runs(suite, args.overrides), read_csv(Path(suite["output"]) / "results.csv"))
+    rows = collect(planned_runs(suite, args.overrides, choices), read_csv(Path(suite["output"]) / "results.csv"))
     if not rows:
         print("no finished run yet")
         return 1

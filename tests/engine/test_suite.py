@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from dytune.cli import main
-from dytune.engine.suite import layer_keep_rates
+from dytune.engine.selection import best_point, choose, grid_points, point_name
+from dytune.engine.suite import layer_keep_rates, load_suite
 from tests.engine.fixtures import write_vtab_task
 from tests.engine.test_engine import TINY
 
@@ -57,3 +58,118 @@ def test_layer_keep_rates_average_per_group_and_skip_dense_runs():
     per_run = layer_keep_rates(rows, "run")
     assert list(per_run) == ["dyt"] and per_run["dyt"] == pytest.approx([0.75, 0.3])
     assert layer_keep_rates(rows, "task") == {"a": [1.0, 0.2], "b": [0.5, 0.4]}
+
+
+def grid_suite(tmp_path, **changes):
+    """A tiny suite with a 2-point grid (epochs 1 or 2) searched on task a's val200, and a run sharing a choice."""
+    for task in ("a", "b"):
+        if not (tmp_path / "data" / task).is_dir():
+            write_vtab_task(tmp_path / "data", task)
+    suite = {
+        "base": {**TINY, "dataset": "vtab", "data_root": str(tmp_path / "data"), "epochs": 1},
+        "tasks": ["a", "b"],
+        "seeds": [0],
+        "grid": {"epochs": [1, 2], "lr": 0.01, "warmup_fraction": 0.5},
+        "select": {"train_split": "train800", "eval_split": "val200", "tasks": ["a"]},
+        "runs": [{"name": "adaptformer", "method": "adaptformer"},
+                 {"name": "linear", "method": "linear"},
+                 {"name": "linear-shared", "method": "linear", "select_as": "linear"}],
+        "output": str(tmp_path / "suite"),
+        **changes,
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+def test_grid_search_chooses_on_validation_then_trains_the_choice(tmp_path, capsys):
+    path, out = grid_suite(tmp_path), tmp_path / "suite"
+    assert main(["suite", str(path), "--search-only", "--only", "linear-shared"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["search", "selection.csv", "selection.md"]
+    assert sorted(p.name for p in (out / "search").iterdir()) == ["linear", "results.csv"]  # linear-shared's search
+    searched = yaml.safe_load((out / "search/linear/epochs2/a/seed0/config.yaml").read_text())
+    assert (searched["train_split"], searched["eval_split"], searched["warmup_epochs"]) == ("train800", "val200", 1.0)
+
+    assert main(["suite", str(path)]) == 0
+    table = list(csv.DictReader((out / "selection.csv").open()))
+    assert [(r["run"], r["point"]) for r in table] == [(run, f"epochs{e}") for run in ("adaptformer", "linear")
+                                                       for e in (1, 2)]
+    for run in ("adaptformer", "linear"):
+        rows = [r for r in table if r["run"] == run]
+        assert all(float(r["a"]) == float(r["mean"]) for r in rows)  # one selection task, one seed
+        best = max(float(r["mean"]) for r in rows)
+        chosen = next(r for r in rows if float(r["mean"]) == best)  # ties go to fewer epochs: the first row
+        assert [r["chosen"] for r in rows] == ["1" if r is chosen else "0" for r in rows]
+        for name in [run] + (["linear-shared"] if run == "linear" else []):
+            final = yaml.safe_load((out / name / "b" / "seed0" / "config.yaml").read_text())
+            assert (final["epochs"], final["lr"], final["train_split"], final["eval_split"]) == (
+                int(chosen["epochs"]), 0.01, "train800val200", "test")
+            assert final["warmup_epochs"] == 0.5 * final["epochs"]
+    assert "linear-shared uses linear's" in (out / "selection.md").read_text()
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 3 * 2
+
+    # resumable: nothing retrains, also once a search folder is gone (search/results.csv remembers it)
+    import shutil
+    shutil.rmtree(out / "search" / "adaptformer" / "epochs1")
+    capsys.readouterr()
+    assert main(["suite", str(path)]) == 0
+    assert "[1/" not in capsys.readouterr().out
+    assert list(csv.DictReader((out / "selection.csv").open())) == table
+
+
+def test_selection_rule_direction_and_ties():
+    grid = {"lr": [0.01, 0.003], "epochs": [30, 15]}
+    points = [{"lr": lr, "epochs": e} for lr in (0.01, 0.003) for e in (30, 15)]
+    assert grid_points(grid) == points and point_name(points[0]) == "lr0.01-epochs30"
+    assert best_point([1.0, 2.0, 2.0, 0.5], points, greater_is_better=True) == 1  # tie: fewer epochs
+    assert best_point([2.0, 1.0, 2.0, 1.0], points, greater_is_better=True) == 2  # same epochs: lower lr
+    assert best_point([1.0, 2.0, 0.5, 3.0], points, greater_is_better=False) == 2
+    rows = [{"run": f"r/{point_name(p)}", "task": t, "seed": s, "acc": v}
+            for p, v in zip(points, (1.0, 4.0, 3.0, 2.0)) for t in ("x", "y") for s in (0, 1)]
+    table, chosen = choose(rows[:-1], grid, ["x", "y"], [0, 1], {"r": True})
+    assert chosen == {} and table[-1]["mean"] is None and table[-1]["y"] is None  # a missing seed: incomplete
+    table, chosen = choose(rows, grid, ["x", "y"], [0, 1], {"r": True})
+    assert chosen == {"r": {"lr": 0.01, "epochs": 15}} and [r["chosen"] for r in table] == [0, 1, 0, 0]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"grid": {"lr": [0.01]}, "select": None}, "grid and select go together"),
+    ({"grid": {"lrr": [0.01]}}, r"grid key\(s\) \['lrr'\] are not settings"),
+    ({"grid": {"task": ["a", "b"]}}, r"grid key\(s\) \['task'\]: the suite sets these per run"),
+    ({"grid": {"lr": []}}, r"grid.lr=\[\]; an axis needs distinct values"),
+    ({"grid": {"epochs": [1, 2], "warmup_fraction": 1.5}}, r"grid.warmup_fraction=1.5; expected one number in"),
+    ({"grid": {"epochs": [1], "warmup_fraction": 0.1, "warmup_epochs": 1}},
+     "grid sets both warmup_fraction and warmup_epochs"),
+    ({"select": {"eval_split": "val200", "tasks": ["c"]}}, r"select.tasks=\['c'\]; expected a non-empty list"),
+    ({"select": {"eval_split": "val200", "seeds": "0"}}, r"select.seeds='0'; expected a non-empty list of integers"),
+    ({"select": {"eval_split": "val200", "by": "run"}}, r"select key\(s\) \['by'\] are neither settings nor"),
+    ({"select": {"eval_split": "val200", "task_settings": {"c": {}}}},
+     r"select.task_settings must map tasks of the suite \['a', 'b'\] to settings"),
+    ({"select": {"train_split": "train800"}}, "select leaves task a evaluated on its final split 'test'"),
+    ({"runs": [{"name": "x", "method": "linear", "epochs": 3}]}, r"run x sets \['epochs'\], which grid sets"),
+    ({"runs": [{"name": "x", "method": "linear", "warmup_epochs": 3}]}, r"run x sets \['warmup_epochs'\], which grid"),
+    ({"runs": [{"name": "x", "method": "linear", "select_as": "y"}]}, "run x: select_as='y'; expected another run"),
+    ({"runs": [{"name": "x", "method": "linear", "select_as": "y"},
+               {"name": "y", "method": "linear", "select_as": "x"}]},
+     "run x: select_as=.y. names a run that itself has select_as"),
+])
+def test_grid_and_select_errors_name_the_file_and_key(tmp_path, changes, message):
+    path = grid_suite(tmp_path, **changes)
+    if changes.get("select", 0) is None:
+        suite = yaml.safe_load(path.read_text())
+        del suite["select"]
+        path.write_text(yaml.safe_dump(suite))
+    with pytest.raises(ValueError, match=f"{path}: {message}"):
+        load_suite(path)
+
+
+def test_select_as_and_search_only_need_a_grid(tmp_path, capsys):
+    path = grid_suite(tmp_path, grid=None, select=None)
+    suite = {k: v for k, v in yaml.safe_load(path.read_text()).items() if v is not None}
+    path.write_text(yaml.safe_dump(suite))
+    with pytest.raises(ValueError, match="run linear-shared has select_as but the suite has no grid"):
+        load_suite(path)
+    suite["runs"] = suite["runs"][:2]
+    path.write_text(yaml.safe_dump(suite))
+    assert main(["suite", str(path), "--search-only"]) != 0
+    assert "--search-only needs a grid and select block" in capsys.readouterr().err
