@@ -16,7 +16,9 @@ between 25 % and 75 %, the anti-aliased rims) are unlabelled. As in ADE20K the P
 
 The folder (`images/{training,validation}/*.jpg`, `annotations/{training,validation}/*.png`, `classes.txt`,
 `meta.json`) is built in a temporary folder and renamed into place, so it is either complete or absent; a rerun
-with the same settings keeps it.
+with the same settings keeps it. The validation split is the benchmark's test set, so a recipe search validates on
+a held-out part of the training split instead: `train800` (training images 0-799) and `val200` (800-999) for the
+default 1,000, hard links to the training files (`heldout_splits`); a rerun adds them to an older build.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -43,8 +45,8 @@ from .canvas import contrasting_colors, paste, place_theta, textures, uniform
 from .segmentation import ADE20K, Transform, read_class_names
 from .sources import letter_fonts, load_digits, render_glyphs
 
-__all__ = ["CLASSES", "MiniSeg", "MiniSegSources", "RenderedSeg", "build_miniseg", "load_sources", "render_miniseg",
-           "shape_sprites"]
+__all__ = ["CLASSES", "MiniSeg", "MiniSegSources", "RenderedSeg", "build_miniseg", "heldout_splits", "load_sources",
+           "render_miniseg", "shape_sprites", "write_heldout_splits"]
 
 PathLike = Union[str, os.PathLike]
 FORMAT_VERSION = 1
@@ -56,6 +58,7 @@ SPLITS = ("training", "validation")
 CONTRAST = 0.35
 SPRITE = 32  # side of every sprite (shapes, glyphs, digits) before it is placed
 UNLABELLED, BACKGROUND = 0, 1  # raw PNG values; object class c (1..14 in CLASSES) is written as c + 1
+HELDOUT = 0.2  # share of the training images held out for validation (recipe search)
 
 
 def _polygon_inside(x: torch.Tensor, y: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor) -> torch.Tensor:
@@ -237,6 +240,45 @@ def render_miniseg(split: str, n: int, seed: int = 0, size: int = 128, max_objec
 
 
 
+def heldout_splits(n_train: int) -> Dict[str, range]:
+    """The held-out splits of `n_train` training images: `train<n - h>` (the first images) and `val<h>` (the last
+    h = 20 %, at least one), e.g. train800 / val200 for 1,000; none below two images."""
+    if n_train < 2:
+        return {}
+    held = max(1, round(n_train * HELDOUT))
+    return {f"train{n_train - held}": range(n_train - held), f"val{held}": range(n_train - held, n_train)}
+
+
+def _link(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def write_heldout_splits(root: PathLike, n_train: int) -> None:
+    """Add the held-out splits (`heldout_splits`) to a built folder as hard links (copies where links fail) to its
+    training files; each split folder is written atomically and kept when it exists.
+
+    Args:
+        root: A mini-segmentation folder.
+        n_train: Its training images.
+    """
+    root = Path(root)
+    for split, indices in heldout_splits(n_train).items():
+        for kind, suffix in (("images", ".jpg"), ("annotations", ".png")):
+            dest = root / kind / split
+            if dest.is_dir():
+                continue
+            remove_stale_builds(dest.parent, split)
+            tmp = dest.parent / f".{split}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for i in indices:
+                _link(root / kind / "training" / f"{i:06d}{suffix}", tmp / f"{i:06d}{suffix}")
+            os.replace(tmp, dest)
+
+
 def build_miniseg(root: PathLike, seed: int = 0, n_train: int = 1000, n_val: int = 500, size: int = 128,
                   max_objects: int = 4, progress: bool = True) -> Path:
     """Write the mini-segmentation data set to `root` (ADE20K layout), atomically; keep an existing one built with
@@ -258,6 +300,7 @@ def build_miniseg(root: PathLike, seed: int = 0, n_train: int = 1000, n_val: int
                 "counts": {"training": n_train, "validation": n_val}}
     if root.exists():
         check_built(root, settings, "mini-segmentation folder")
+        write_heldout_splits(root, n_train)
         return root
     for n, name in ((n_train, "training"), (n_val, "validation")):
         if n < 1:
@@ -282,9 +325,11 @@ def build_miniseg(root: PathLike, seed: int = 0, n_train: int = 1000, n_val: int
             shares[split] = {c: round(float(v), 5) for c, v in zip(CLASSES, counts[1:] / counts.sum())}
             unlabelled[split] = round(float(counts[UNLABELLED] / counts.sum()), 5)
         (tmp / "classes.txt").write_text("".join(c + "\n" for c in CLASSES))
+        write_heldout_splits(tmp, n_train)
         meta = {**settings, "layout": "ade20k", "num_classes": len(CLASSES), "classes": list(CLASSES),
                 "raw_values": "0 unlabelled, 1 background, c + 1 for class c of classes (reduce_zero_label)",
                 "pixel_share": shares, "unlabelled_share": unlabelled,
+                "heldout": {k: [v.start, v.stop] for k, v in heldout_splits(n_train).items()},
                 "validation_fonts": sources.validation_fonts, "seconds": round(time.perf_counter() - start, 1)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         try:
@@ -305,7 +350,7 @@ class MiniSeg(ADE20K):
 
     Args:
         root: The folder `build_miniseg` wrote.
-        split: "training" or "validation" ("train" / "val" accepted).
+        split: "training" or "validation" ("train" / "val" accepted), or a held-out split (`heldout_splits`).
         transforms: Pair transform; `Normalize()` by default.
     """
 

@@ -1,5 +1,6 @@
 """The mini-segmentation builder: layout, exact labels, determinism, idempotence, atomicity."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -99,3 +100,17 @@ def test_cli_parser_builds(tmp_path, capsys):
     miniseg.add_parser(parser.add_subparsers(), "miniseg")
     args = parser.parse_args(["miniseg", "--root", str(tmp_path / "m"), "--train", "2", "--val", "1", "--size", "32"])
     assert args.run(args) == 0 and "15 classes, 2 + 1 images of 32px" in capsys.readouterr().out
+
+
+def test_heldout_splits_link_the_training_files_and_complete_an_older_build(built, tmp_path):
+    assert miniseg.heldout_splits(1000) == {"train800": range(800), "val200": range(800, 1000)}
+    assert sorted(p.name for p in (built / "images" / "train5").iterdir()) == [f"{i:06d}.jpg" for i in range(5)]
+    assert MiniSeg(built, "val1").files[0][1].read_bytes() == (built / "annotations/training/000005.png").read_bytes()
+    assert len(MiniSeg(built, "training")) == 6  # the training split itself is unchanged
+    assert json.loads((built / "meta.json").read_text())["heldout"] == {"train5": [0, 5], "val1": [5, 6]}
+    older = build_miniseg(tmp_path / "older", seed=3, **SMALL)
+    for kind in ("images", "annotations"):
+        for split in ("train5", "val1"):
+            shutil.rmtree(older / kind / split)
+    build_miniseg(older, seed=3, **SMALL)
+    assert len(MiniSeg(older, "train5")) == 5 and len(MiniSeg(older, "val1")) == 1
