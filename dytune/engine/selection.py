@@ -194,7 +194,7 @@ def selection_markdown(table: Sequence[Mapping[str, Any]], grid: Mapping[str, An
                        seeds: Sequence[int], metric: str, greater_is_better: bool,
                        shared: Mapping[str, str]) -> str:
     """The search as a readable table: one row per run and point, the chosen point in bold, then who shares whose."""
-    axes = list(grid_points(grid)[0]) if grid_points(grid) else []
+    axes = [k for k, v in grid.items() if isinstance(v, list)]
     fixed = ", ".join(f"{k}={v}" for k, v in grid.items() if not isinstance(v, list))
     lines = [f"Recipe selection: validation {metric} ({'higher' if greater_is_better else 'lower'} is better), mean "
              f"over tasks {', '.join(tasks)} and seeds {', '.join(map(str, seeds))}; ties go to fewer epochs, then "
