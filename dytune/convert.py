@@ -196,25 +196,32 @@ def keep_rates(model: nn.Module) -> List[float]:
 
 
 @contextlib.contextmanager
-def execution(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+def execution(model: nn.Module, mode: str, bucket: Optional[int] = None) -> Iterator[nn.Module]:
     """Run a converted model in one execution mode inside the block, whatever its train/eval state.
 
     Args:
         model: A converted model.
         mode: "sparse" (skipped tokens are not computed; inference only), "masked" (everything computed, skipped
             outputs zeroed) or "complete" (nothing skipped).
+        bucket: Sparse execution rounds the rows it gathers (and the width of packed attention) up to a bucket,
+            so that few distinct matrix shapes occur (`dytune.modules.tokens.bucketed`): multiples of `bucket`,
+            coarser above 32 * bucket rows, padding under 3.1 %. 1 = exact kept counts; None keeps the blocks'
+            setting (`DEFAULT_BUCKET`, 16, unless changed). Outputs do not depend on it (within fp32 rounding).
     """
     if mode not in EXECUTION_MODES:
         raise ValueError(f"execution mode {mode!r}: expected one of {', '.join(EXECUTION_MODES)}")
+    if bucket is not None and (isinstance(bucket, bool) or not isinstance(bucket, int) or bucket < 1):
+        raise ValueError(f"bucket={bucket!r}: expected an integer >= 1 (1 = exact token counts) or None")
     blocks = dynamic_blocks(model)
-    previous = [b.execution for b in blocks]
+    previous = [(b.execution, b.bucket) for b in blocks]
     for b in blocks:
         b.execution = mode
+        b.bucket = b.bucket if bucket is None else bucket
     try:
         yield model
     finally:
-        for b, mode_before in zip(blocks, previous):
-            b.execution = mode_before
+        for b, (mode_before, bucket_before) in zip(blocks, previous):
+            b.execution, b.bucket = mode_before, bucket_before
 
 
 def set_tau(model: nn.Module, tau: float) -> None:

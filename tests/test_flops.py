@@ -4,14 +4,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dytune
+from dytune.modules.blocks import DynamicBlock
 from tests.conftest import converted
 
 
 def _unfused(model):
-    """Manual attention, which the torch counter sees (it may miss the fused CPU kernel)."""
+    """Manual attention, which the torch counter sees (it may miss the fused CPU kernel), and exact kept-token
+    counts: the counter also counts the rows that sparse buckets pad with, which count_macs leaves out."""
     for m in model.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = False
+        if isinstance(m, DynamicBlock):
+            m.bucket = 1
     return model
 
 
@@ -64,3 +68,20 @@ def test_counts_follow_kept_tokens(images):
 def test_dense_timm_model_matches_torch_counter(images):
     model = _unfused(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2)).eval()
     assert dytune.count_macs(model, images, norms=False).sum().item() == _torch_macs(model, images)
+
+
+@pytest.mark.parametrize("variant", dytune.VARIANTS)
+def test_bucket_padding_is_not_counted(variant, images):
+    model = converted(variant=variant).eval()
+    bucketed = dytune.count_macs(model, images)
+    with dytune.execution(model, "sparse", bucket=1):
+        assert torch.equal(dytune.count_macs(model, images), bucketed)
+    assert _torch_macs(_unfused(converted(variant=variant)).eval(), images) < _torch_macs(
+        _unfused_bucketed(converted(variant=variant)).eval(), images)
+
+
+def _unfused_bucketed(model):
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+    return model

@@ -23,7 +23,8 @@ from ..flops import attention_macs, tokenwise_macs
 from .adapter import Adapter, build_adapter
 from .attention import prefix_attention
 from .dispatcher import TokenDispatcher
-from .tokens import add_tokenwise, attention_mask, flat_index, gather_tokens, pack, scatter_add_valid, with_prefix
+from .tokens import (DEFAULT_BUCKET, add_tokenwise, attention_mask, flat_index, gather_tokens, pack, pad_index,
+                     scatter_add_valid, with_prefix)
 
 EXECUTION_MODES = ("masked", "sparse", "complete")
 
@@ -119,6 +120,7 @@ class DynamicBlock(nn.Module):
     attn_gate: str = "attn"  # the dispatcher whose keep mask decides which tokens attention computes (if any)
     mlp_gate: str = "mlp"  # the same for norm2 + MLP
     between_sub_blocks: Optional[SubBlockHook] = None  # see `SubBlockHook`; None costs one attribute read
+    bucket: int = DEFAULT_BUCKET  # sparse row/width bucket (`tokens.bucketed`); `dytune.execution(..., bucket=)`
 
     def __init__(self, block: nn.Module, dim: int, num_prefix_tokens: int, config: DyTConfig, dynamic: bool) -> None:
         super().__init__()
@@ -186,7 +188,7 @@ class DynamicBlock(nn.Module):
             return out + fn(x)
         if self.mode == "masked":
             return out + fn(x) * keep.unsqueeze(-1).to(x.dtype)
-        return add_tokenwise(out.contiguous(), x, keep, fn)
+        return add_tokenwise(out.contiguous(), x, keep, fn, self.bucket)
 
     def _adapter_and_mlp(self, x: torch.Tensor) -> torch.Tensor:
         """x + Adapter(x) + M * MLP(norm2(x)), with M from the MLP dispatcher on x.
@@ -199,10 +201,10 @@ class DynamicBlock(nn.Module):
             return self._add_tokenwise(x + self.mlp_adapter(x), x, keep, self._mlp_out)
         flat = x.view(-1, x.shape[-1])
         index = flat_index(keep)
-        kept = flat.index_select(0, index)
+        kept = flat.index_select(0, pad_index(index, self.bucket))
         add_adapter_(x, self.mlp_adapter)
         if index.numel():
-            flat.index_add_(0, index, self._mlp_out_inference(kept).to(x.dtype))
+            flat.index_add_(0, index, self._mlp_out_inference(kept)[:index.numel()].to(x.dtype))
         return x
 
     def _add_attention(
@@ -217,7 +219,7 @@ class DynamicBlock(nn.Module):
             a = self._attn_out(x, attention_mask(keep > 0))
             delta = a + self._mlp_out(x + a) if with_mlp else a
             return out + delta * keep.unsqueeze(-1).to(x.dtype)
-        order, valid = pack(keep)
+        order, valid = pack(keep, self.bucket)
         if order.shape[1] == 0:  # nothing kept in the whole batch (possible without prefix tokens)
             return out
         packed = gather_tokens(x, order)
@@ -226,8 +228,8 @@ class DynamicBlock(nn.Module):
         if with_mlp:
             if mask is None:
                 a = a + self._mlp_out(packed + a)
-            else:  # the MLP is token-wise: run it on the valid rows only, not on the padding
-                a = a.index_put((valid,), self._mlp_out((packed + a)[valid]), accumulate=True)
+            else:  # the MLP is token-wise: run it on the valid rows only (bucketed), not on the packing
+                a = add_tokenwise(a.contiguous(), packed + a, valid, self._mlp_out, self.bucket)
         return scatter_add_valid(out.contiguous(), order, valid, a)
 
     def _between(self, x: torch.Tensor, before_mlp: bool = True) -> torch.Tensor:

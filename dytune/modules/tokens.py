@@ -5,6 +5,40 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
+# Rows gathered in sparse execution are rounded up to a bucket (see `bucketed`), so that an eval server meets a small,
+# fixed set of matrix shapes: oneDNN compiles and caches a kernel for each new shape (about 1 MB apiece), which made
+# resident memory grow with every batch whose kept-token count was new.
+DEFAULT_BUCKET = 16
+BUCKETS_PER_OCTAVE = 32
+
+
+def bucketed(count: int, bucket: int = DEFAULT_BUCKET) -> int:
+    """`count` rounded up to a multiple of max(bucket, 2^floor(log2 count) / 32); `count` itself for bucket=1.
+
+    Above 32 * bucket rows the step grows with the count, so padding stays under 1/32 (3.1 %) of the rows while the
+    number of distinct sizes grows only with the logarithm of the largest one.
+
+    Args:
+        count: Rows to compute.
+        bucket: Smallest step; 1 keeps the exact count.
+    """
+    if bucket < 1:
+        raise ValueError(f"bucket={bucket!r}: expected an integer >= 1 (1 = exact token counts)")
+    if bucket == 1 or count == 0:
+        return count
+    step = max(bucket, (1 << (count.bit_length() - 1)) // BUCKETS_PER_OCTAVE)
+    return -(-count // step) * step
+
+
+def pad_index(index: torch.Tensor, bucket: int) -> torch.Tensor:
+    """`index` extended to `bucketed(len(index))` entries by repeating its first one (a real row, so the padding
+    computes on ordinary values; its results are dropped)."""
+    count = index.numel()
+    size = bucketed(count, bucket)
+    if size == count:
+        return index
+    return torch.cat([index, index[:1].expand(size - count)])
+
 
 def with_prefix(patch_mask: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
     """Extend a [B, N_patch] keep mask with ones for the prefix (class, distillation, register) tokens."""
@@ -24,38 +58,43 @@ def add_tokenwise(
         x: torch.Tensor,
         keep: torch.Tensor,
         fn: Callable[[torch.Tensor], torch.Tensor],
+        bucket: int = 1,
 ) -> torch.Tensor:
     """out[kept] += fn(x[kept]) for a token-wise fn, computed on the kept tokens of the whole batch at once.
 
-    Token-wise functions (norm + MLP) need no padding: the kept tokens of all images form one [K, C] matrix.
+    The kept tokens of all images form one [K, C] matrix, padded to `bucketed(K, bucket)` rows whose results are
+    dropped before the scatter.
 
     Args:
         out: Contiguous [B, N, C] tensor, updated in place and returned.
         x: [B, N, C] input of fn.
         keep: [B, N] 0/1 mask.
         fn: Token-wise function of [K, C] -> [K, C].
+        bucket: Row bucket (see `bucketed`); 1 computes exactly the kept rows.
     """
     dim = x.shape[-1]
     index = flat_index(keep)
     if index.numel():
-        y = fn(x.reshape(-1, dim).index_select(0, index))
-        out.view(-1, dim).index_add_(0, index, y.to(out.dtype))
+        y = fn(x.reshape(-1, dim).index_select(0, pad_index(index, bucket)))
+        out.view(-1, dim).index_add_(0, index, y[:index.numel()].to(out.dtype))
     return out
 
 
-def pack(keep: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def pack(keep: torch.Tensor, bucket: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
     """Order the kept tokens of each image first, for attention among them.
 
     Args:
         keep: [B, N] 0/1 mask.
+        bucket: Width bucket (see `bucketed`, capped at N); 1 packs to the largest kept count exactly.
 
     Returns:
-        order: [B, K] token positions, kept tokens first (K = the largest kept count in the batch).
+        order: [B, K] token positions, kept tokens first (K = the largest kept count in the batch, bucketed).
         valid: [B, K] bool, False on padding.
     """
     keep = keep > 0
     counts = keep.sum(dim=1)
     width = int(counts.max())
+    width = min(bucketed(width, bucket), keep.shape[1])
     order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :width]
     valid = torch.arange(width, device=keep.device) < counts.unsqueeze(1)
     return order, valid

@@ -5,6 +5,7 @@ import torch
 import dytune
 from dytune import DyTLoss
 from dytune.calibrate import dispatchers
+from dytune.modules.tokens import bucketed
 from tests.conftest import converted, zoo_model
 
 VARIANTS = ["mlp", "attn", "attn_mlp", "layer"]
@@ -49,7 +50,9 @@ def test_sparse_mlp_sees_only_kept_tokens(images):
     block = model.blocks[1]
     rows = _rows_into(block.mlp, model, images)
     kept = int(block.keep_masks["mlp"].sum()) + images.shape[0] * model.num_prefix_tokens
-    assert rows == kept < images.shape[0] * (16 + model.num_prefix_tokens)
+    assert kept <= rows == bucketed(kept) < images.shape[0] * (16 + model.num_prefix_tokens)
+    with dytune.execution(model, "sparse", bucket=1):
+        assert _rows_into(block.mlp, model, images) == kept
     with dytune.execution(model, "masked"):
         assert _rows_into(block.mlp, model, images) == images.shape[0] * (16 + model.num_prefix_tokens)
 
