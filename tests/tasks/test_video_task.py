@@ -126,6 +126,8 @@ def _unfused(model):
     for m in model.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = False
+        if hasattr(m, "bucket"):  # exact kept counts: the torch counter would count sparse padding rows too
+            m.bucket = 1
     return model
 
 
