@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from dytune.checkpoint import atomic_write
+from dytune.utils.io import atomic_write
 from dytune.data.minivtab import TASKS, build_minivtab
 from dytune.pretrained import mini_vit, mini_vit_info
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from dytune.bench.timing import time_interleaved
-from dytune.checkpoint import atomic_write
+from dytune.utils.io import atomic_write
 
 
 @torch.inference_mode()

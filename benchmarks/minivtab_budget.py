@@ -21,7 +21,7 @@ from typing import Any, Dict, List
 
 from tqdm import tqdm
 
-from dytune.checkpoint import atomic_write
+from dytune.utils.io import atomic_write
 from dytune.engine.runs import budget_curve_run
 
 

@@ -19,7 +19,7 @@ from typing import Dict, List
 
 from tqdm import tqdm
 
-from dytune.checkpoint import atomic_write
+from dytune.utils.io import atomic_write
 from dytune.engine.runs import evaluate_run
 from dytune.methods import AdapterSettings, methods_reading
 

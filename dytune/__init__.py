@@ -1,5 +1,5 @@
 """dytune: Dynamic Tuning (DyT) of timm Vision Transformers: parameter-efficient and faster at inference."""
-__version__ = "0.1.0"
+from .version import __version__
 
 from .calibrate import calibrate
 from .checkpoint import create_model, from_pretrained, load_backbone_weights, save_pretrained

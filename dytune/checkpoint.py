@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import timm
 import torch
@@ -16,6 +15,8 @@ from .config import DyTConfig
 from .convert import convert, inner_vit
 from .modules.adapter import Adapter, MoEAdapter
 from .modules.dispatcher import TokenDispatcher
+from .utils.io import atomic_write
+from .version import __version__
 
 __all__ = ["save_pretrained", "from_pretrained", "read_pretrained_config", "create_model", "load_backbone_weights",
            "trained_state_dict"]
@@ -24,23 +25,6 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
 FORMAT_VERSION = 1
 PathLike = Union[str, os.PathLike]
-
-
-def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
-    """Call write(tmp) on a temporary file next to `path`, then move it into place, so readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); give it the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _architecture(model: nn.Module) -> Dict[str, Any]:
@@ -94,7 +78,6 @@ def save_pretrained(model: nn.Module, path: PathLike, dtype: Optional[torch.dtyp
     """
     vit = _converted_vit(model)
     config: DyTConfig = vit.dytune_config
-    from . import __version__
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -31,17 +31,6 @@ COMMANDS = {
 }
 
 
-def keep_rates_arg(text: str) -> List[float]:
-    """argparse type of a comma list of keep rates in [0, 1] (`--budgets` of `dytune eval` and `dytune bench`)."""
-    try:
-        rates = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated keep rates, e.g. 0.3,0.5,0.7") from None
-    if not rates or not all(0.0 <= r <= 1.0 for r in rates):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected keep rates in [0, 1]")
-    return rates
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dytune", description="Dynamic Tuning (DyT) of timm Vision Transformers.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of dytune's own errors too (also "

@@ -9,10 +9,16 @@ from torch import nn
 
 from .convert import execution, keep_masks
 
-__all__ = ["DyTLoss", "DynamicObjective", "TaskObjective", "rate_loss"]
+__all__ = ["DyTLoss", "DynamicObjective", "TaskObjective", "distill_kl", "rate_loss"]
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 DistillFn = Callable[[Any, Any, Any], torch.Tensor]
+
+
+def distill_kl(student: torch.Tensor, teacher: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """KL(teacher || student) of the class distributions along `dim`, averaged over the batch ("batchmean")."""
+    return F.kl_div(F.log_softmax(student.float(), dim=dim), F.log_softmax(teacher.float(), dim=dim),
+                    log_target=True, reduction="batchmean")
 
 
 def rate_loss(masks: List[torch.Tensor], target_rate: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -132,8 +138,6 @@ class DyTLoss(DynamicObjective):
             ce_weight: float = 1.0,
             label_smoothing: float = 0.0,
     ) -> None:
-        from .tasks.classification import distill_kl
-
         self.label_smoothing = label_smoothing
         super().__init__(self._ce, lambda student, teacher, targets: distill_kl(student, teacher),
                          target_rate=target_rate, rate_weight=rate_weight, distill=distill, teacher_loss=teacher_ce,

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_write
+from .utils.io import atomic_write
 from .data.canvas import contrasting_colors, paste, place_theta, textures, uniform
 from .data.sources import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .distributed import DistEnv

@@ -173,7 +173,7 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
         return settings
 
     def dump(self, path: Path) -> None:
-        from .checkpoint import atomic_write
+        from .utils.io import atomic_write
 
         atomic_write(path, lambda tmp: Path(tmp).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False)))
 

@@ -1,5 +1,4 @@
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -9,7 +8,6 @@ import torch
 from safetensors.torch import save_file
 
 import dytune
-from dytune.checkpoint import atomic_write
 from tests.conftest import converted, tiny_vit
 
 
@@ -208,22 +206,6 @@ def test_backbone_file_errors_are_named(tmp_path):
     (tmp_path / "w.onnx").write_bytes(b"")
     with pytest.raises(ValueError, match="unsupported weight file"):
         dytune.load_backbone_weights(tiny_vit(), tmp_path / "w.onnx")
-
-
-def test_atomic_write_leaves_no_partial_file_and_the_usual_mode(tmp_path):
-    target = tmp_path / "out.json"
-    atomic_write(target, lambda tmp: Path(tmp).write_text("{}"))
-    umask = os.umask(0)
-    os.umask(umask)
-    assert target.read_text() == "{}" and target.stat().st_mode & 0o777 == 0o666 & ~umask
-
-    def fail(tmp):
-        Path(tmp).write_text("half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(target, fail)
-    assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
 def test_a_video_model_saves_and_loads_like_an_image_model(tmp_path):

@@ -10,11 +10,11 @@ from typing import Any, Dict, Tuple
 
 import torch
 
-from ..checkpoint import atomic_write
-from ..cli import keep_rates_arg
 from ..config import VARIANTS
 from ..runtime import timing_warning
 from ..tasks import TASKS
+from ..utils.argtypes import keep_rates_arg
+from ..utils.io import atomic_write
 from .runner import METHODS, PRECISIONS, BenchSettings, build_models, run_benchmark
 
 EPILOG = """examples:

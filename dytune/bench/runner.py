@@ -12,7 +12,7 @@ import timm
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..calibrate import calibrate
 from ..checkpoint import from_pretrained, load_backbone_weights, read_pretrained_config
 from ..config import VARIANTS, DyTConfig

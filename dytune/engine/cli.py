@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..checkpoint import atomic_write
-from ..cli import keep_rates_arg
 from ..run_config import TrainConfig
+from ..utils.argtypes import keep_rates_arg
+from ..utils.io import atomic_write
 from .rundir import RUN_FILES, has_checkpoint
 
 

@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..checkpoint import atomic_write
+from ..utils.io import atomic_write
 
 __all__ = ["CsvLog"]
 

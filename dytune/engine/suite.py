@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from ..checkpoint import atomic_write
+from ..utils.io import atomic_write
 from ..tasks import TASKS
 from ..run_config import TrainConfig
 from ..methods import METHODS

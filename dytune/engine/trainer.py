@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
 from .. import distributed
-from ..checkpoint import atomic_write
+from ..utils.io import atomic_write
 from ..convert import set_tau_progress
 from ..data.datasets import first_label_outside
 from ..errors import RunError

@@ -11,17 +11,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..data.datasets import DATASETS, MEAN_PER_CLASS, build_dataset, build_transform, num_classes_of
+from ..loss import distill_kl
 from ..viz import plot_skip_maps
 from .base import Task, register_task
 from .metrics import ClassificationMetric
 
-__all__ = ["ClassificationTask", "distill_kl", "top_classes"]
-
-
-def distill_kl(student: torch.Tensor, teacher: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """KL(teacher || student) of the class distributions along `dim`, averaged over the batch ("batchmean")."""
-    return F.kl_div(F.log_softmax(student.float(), dim=dim), F.log_softmax(teacher.float(), dim=dim),
-                    log_target=True, reduction="batchmean")
+__all__ = ["ClassificationTask", "top_classes"]
 
 
 def top_classes(logits: torch.Tensor, classes: Optional[List[str]], top_k: int) -> Dict[str, Any]:

@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 from ..data.video import VideoDataset, VideoRecipe, kinetics_recipe, ssv2_recipe
 from ..modules.video import VideoClassifier
 from .base import Task, register_task
-from .classification import distill_kl, top_classes
+from ..loss import distill_kl
+from .classification import top_classes
 from .metrics import ClassificationMetric
 
 __all__ = ["VideoTask", "SSV2_LABELS", "ssv2_split_file"]

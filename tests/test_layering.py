@@ -1,0 +1,88 @@
+"""Dependencies point down: every import statement of the package, at module level or inside a function, goes from a
+layer to the same or a lower one, and the engine and the benchmark (siblings) never import each other."""
+import ast
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dytune"
+
+# Lowest first; a module belongs to the entry with the longest matching prefix. Entries of one rank are siblings.
+LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
+    (0, "utils", ("dytune.utils", "dytune.version", "dytune.errors", "dytune.runtime", "dytune.distributed",
+                  "dytune.settings")),
+    (1, "core", ("dytune.config", "dytune.modules", "dytune.flops", "dytune.convert", "dytune.capacity",
+                 "dytune.calibrate", "dytune.checkpoint", "dytune.loss", "dytune.tome", "dytune.baselines")),
+    (2, "task parts", ("dytune.data", "dytune.viz", "dytune.metrics_segmentation", "dytune.modules.video",
+                       "dytune.modules.segmentation", "dytune.pretrained", "dytune.models")),
+    (3, "tasks", ("dytune.tasks",)),
+    (4, "methods and run settings", ("dytune.methods", "dytune.run_config")),
+    (5, "engine", ("dytune.engine",)),
+    (5, "bench", ("dytune.bench",)),
+    (6, "applications", ("dytune.demo", "dytune.pretrain", "dytune.export")),
+    (7, "command line", ("dytune.cli", "dytune.__main__")),
+    (8, "public API", ("dytune",)),
+]
+
+
+def layer_of(module: str) -> Optional[Tuple[int, str]]:
+    """(rank, name) of the layer that owns `module`: the entry with the longest prefix of it."""
+    best = None
+    for rank, name, prefixes in LAYERS:
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), rank, name)
+    return None if best is None else best[1:]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> Iterator[Tuple[str, int]]:
+    """(imported dytune module, line) of every import statement in `path`. `from X import a` imports X.a when a is
+    a sub-module of X, else X."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, node.lineno) for alias in node.names if alias.name.split(".")[0] == "dytune")
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            if target.split(".")[0] != "dytune":
+                continue
+            for alias in node.names:
+                yield (f"{target}.{alias.name}" if _is_module(f"{target}.{alias.name}") else target), node.lineno
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent / Path(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_has_a_layer():
+    assert [module_name(p) for p in MODULES if layer_of(module_name(p)) is None] == []
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_imports_point_down(path):
+    own = layer_of(module_name(path))
+    upward = []
+    for target, line in imports(path):
+        other = layer_of(target)
+        if other is None or target == "dytune" and own[1] == "public API":
+            continue
+        if other[0] > own[0] or (other[0] == own[0] and other[1] != own[1]):
+            upward.append(f"line {line}: {target} ({other[1]}) from layer {own[1]}")
+    assert upward == []
+
+
+def test_the_layer_table_sees_imports_inside_functions():
+    source = PACKAGE / "utils" / "io.py"
+    assert module_name(source) == "dytune.utils.io" and layer_of("dytune.engine.cli") == (5, "engine")
+    assert layer_of("dytune.modules.video") == (2, "task parts") and layer_of("dytune.modules.blocks") == (1, "core")
