@@ -1,4 +1,5 @@
-"""Process-group set-up for torchrun (DDP: nccl on CUDA, gloo on CPU) and metric reduction."""
+"""Process-group set-up for torchrun (DDP: nccl on CUDA, gloo on CPU) and the reductions metrics use: sums, maxima
+and gathered rows."""
 from __future__ import annotations
 
 import os
@@ -65,6 +66,26 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(moved, op=dist.ReduceOp.MAX)
         tensor.copy_(moved)
     return tensor
+
+
+def all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """The rows of every process, concatenated in rank order (`rows` itself in a single process).
+
+    Each process may hold a different number of rows (an empty shard too); the trailing dimensions must agree.
+    For metrics that need every sample at once (ranking metrics such as mAP or AUROC, medians).
+    """
+    if not dist.is_initialized():
+        return rows
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else rows.device
+    count = torch.tensor([rows.shape[0]], device=device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    longest = int(max(c.item() for c in counts))
+    padded = rows.new_zeros((longest, *rows.shape[1:]), device=device)
+    padded[:rows.shape[0]] = rows.to(device)  # all_gather needs one shape on every rank
+    gathered = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[:int(c.item())] for g, c in zip(gathered, counts)]).to(rows.device)
 
 
 class ShardSampler(Sampler):

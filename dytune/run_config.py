@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 import yaml
 
@@ -148,18 +148,81 @@ class RunSettings(Settings):
             _import_all(self.custom_imports)
 
 
-@dataclass
+def _plugin_owners() -> Dict[str, Type[Settings]]:
+    """Setting name -> the settings class that declares it, for the settings of registered tasks and methods that
+    TrainConfig does not hold itself (those of plug-ins that `custom_imports` registered)."""
+    from .tasks import TASKS  # late: the registries gain plug-ins after this module is imported
+
+    own = {f.name for f in dataclasses.fields(TrainConfig)}
+    declared = [task.settings for task in TASKS.values() if task.settings is not None]
+    owners: Dict[str, Type[Settings]] = {}
+    for cls in dict.fromkeys(declared + [method.settings for method in METHODS.values()]):
+        for name in (f.name for f in dataclasses.fields(cls)):
+            if name in own:
+                continue
+            base = next(b for b in reversed(cls.__mro__) if name in b.__dict__.get("__annotations__", {}))
+            if owners.setdefault(name, base) is not base:
+                raise ValueError(f"setting {name!r} is declared by both {owners[name].__name__} and {base.__name__}; "
+                                 f"a plug-in's settings need names of their own")
+    return owners
+
+
+@dataclass(init=False)
 class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
     """Everything one training or evaluation run needs; written resolved to `<output_dir>/config.yaml`.
 
-    The run's own settings (RunSettings) and those of every built-in method (MoESettings, which holds the adapter
-    and DyT settings, LoRASettings, VPTSettings) as flat keys. Values are parsed to each field's type and checked
-    against its range when the config is built and when a field is assigned; `TrainConfig.help()` lists every field
-    with what it accepts, grouped by the methods that read it.
+    The run's own settings (RunSettings), those of every built-in method (MoESettings, which holds the adapter
+    and DyT settings, LoRASettings, VPTSettings) and those that a task or method registered through
+    `custom_imports` declares in its own `Settings` class (`Task.settings`, `Method.settings`), all as flat keys.
+    Values are parsed to each field's type and checked against its range when the config is built and when a
+    field is assigned; `TrainConfig.help()` lists every setting with what it accepts, grouped by their readers.
+
+    Args:
+        **values: Settings by name; the others keep their defaults. `custom_imports` is imported first.
     """
 
-    def __post_init__(self) -> None:
+    def __init__(self, **values: Any) -> None:
+        object.__setattr__(self, "_plugins", {})
+        self.custom_imports = values.pop("custom_imports", [])  # first: it registers the plug-ins named below
+        owners = _plugin_owners()
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        unknown = sorted(map(str, set(values) - set(fields) - set(owners)))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown}; see `dytune train --help-config`")
+        object.__setattr__(self, "_plugins", {name: owner() for name, owner in owners.items()})
+        for name, spec in fields.items():
+            if name != "custom_imports":
+                default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+                setattr(self, name, values.get(name, default))
+        for name in owners:
+            if name in values:
+                setattr(self, name, values[name])
         self.method_settings()  # the chosen method's settings together
+
+    def __getattr__(self, name: str) -> Any:
+        plugins = self.__dict__.get("_plugins", {})
+        if name not in plugins:
+            raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+        return getattr(plugins[name], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        plugins = self.__dict__.get("_plugins", {})
+        if name in plugins:
+            setattr(plugins[name], name, value)  # parsed and checked by the declaring class
+        else:
+            super().__setattr__(name, value)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**dataclasses.asdict(self), **{name: getattr(self, name) for name in self._plugins}}
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with `changes` applied (plug-in settings included)."""
+        return type(self)(**{**self.to_dict(), **changes})
+
+    @classmethod
+    def setting_names(cls) -> List[str]:
+        """Every setting a config takes now: its own fields and those of the registered plug-ins."""
+        return [f.name for f in dataclasses.fields(cls)] + list(_plugin_owners())
 
     def method_settings(self) -> Settings:
         """The settings object of this run's method (`Method.settings`), which its `apply` and objective read."""
@@ -180,12 +243,8 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
     @classmethod
     def from_dict(cls, values: Dict[str, Any], source: str = "config") -> "TrainConfig":
         """Build from a mapping of settings; errors name `source` (a file, 'overrides', a suite run) and the setting."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(map(str, set(values) - names))
-        if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {unknown}; see `dytune train --help-config`")
         try:
-            return cls(**values)
+            return cls(**{str(k): v for k, v in values.items()})
         except ValueError as e:
             raise ValueError(f"{source}: {e}") from None
 
@@ -208,17 +267,23 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
             if not isinstance(loaded, dict):
                 raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
             values.update(loaded)
-        hints = _hints(cls)
+        texts: Dict[str, str] = {}
         for item in overrides:
             key, sep, raw = item.partition("=")
             key, text = key.strip(), raw.strip()
             if not sep or not key:
                 raise ValueError(f"override {item!r}: expected key=value")
             try:
-                value = yaml.safe_load(text) if text else ""
+                values[key] = yaml.safe_load(text) if text else ""
             except yaml.YAMLError as e:
                 raise ValueError(f"override {item!r}: the value is not valid YAML ({e})") from None
-            values[key] = text if hints.get(key) is str and not isinstance(value, str) else value
+            texts[key] = text
+        if isinstance(values.get("custom_imports"), list):
+            _import_all([str(m) for m in values["custom_imports"]])  # their settings' types decide the parsing below
+        hints = {**_hints(cls), **{name: _hints(owner)[name] for name, owner in _plugin_owners().items()}}
+        for key, text in texts.items():
+            if hints.get(key) is str and not isinstance(values[key], str):
+                values[key] = text
         return cls.from_dict(values, source=", ".join(list(files) + ["overrides"]))
 
     @classmethod
@@ -237,7 +302,19 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
             users = "every method" if group is RunSettings else ", ".join(methods_reading(group)) or "no method"
             lines.append(f"{group.group} settings ({users}):")
             lines += cls.help_lines(names)
+        plugins = _plugin_owners()
+        for group in dict.fromkeys(plugins.values()):
+            lines.append(f"{group.group} settings ({', '.join(_readers(group)) or 'no task or method'}):")
+            lines += group.help_lines([name for name, owner in plugins.items() if owner is group])
         return "\n".join(lines)
+
+
+def _readers(settings: Type[Settings]) -> List[str]:
+    """The registered tasks and methods whose settings include `settings`."""
+    from .tasks import TASKS
+
+    tasks = [f"task {name}" for name, task in TASKS.items() if task.settings and issubclass(task.settings, settings)]
+    return tasks + methods_reading(settings)
 
 
 def differences(a: TrainConfig, b: TrainConfig, ignore: Tuple[str, ...] = ()) -> List[str]:

@@ -1,7 +1,6 @@
 """Finished runs: rebuild a run's model from its folder, evaluate it, and trade accuracy for compute afterwards."""
 from __future__ import annotations
 
-import dataclasses
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -108,7 +107,7 @@ def evaluate_run(run_dir: Path, overrides: Tuple[str, ...] = (), checkpoint: str
 
 def calibration_inputs(cfg: TrainConfig, task: Task, count: int) -> torch.Tensor:
     """The first `count` training samples, transformed as for evaluation (no augmentation)."""
-    plain = type(task)(dataclasses.replace(cfg, augment="none"))
+    plain = type(task)(cfg.replace(augment="none"))
     data = plain.build_dataset(train=True)
     if len(data) == 0:
         raise ValueError(f"{cfg.dataset} {cfg.task}: the training split is empty; nothing to calibrate on")

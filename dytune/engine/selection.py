@@ -9,7 +9,6 @@ epochs, then the lower lr, then the earlier point of the grid. A run with `selec
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import statistics
@@ -26,7 +25,7 @@ SELECT_KEYS = ("tasks", "seeds", "task_settings")
 
 
 def _settings() -> set:
-    return {f.name for f in dataclasses.fields(TrainConfig)}
+    return set(TrainConfig.setting_names())
 
 
 def _check_grid(path: Path, grid: Any) -> None:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..settings import Settings
+
 __all__ = ["Metric", "Task", "TASKS", "register_task", "unregister_task", "task_for_dataset", "build_task"]
 
 
@@ -22,8 +24,10 @@ class Metric(abc.ABC):
     """Accumulates predictions over an evaluation set, possibly sharded over processes.
 
     `update` is called per batch, `reduce` once on every process (it enters collectives, so every rank must call
-    it, with zeros where it saw nothing), then `compute` gives the numbers. `primary` names the number that picks
-    the best checkpoint, `greater_is_better` which way.
+    it, also one that saw no batch), then `compute` gives the numbers on every process. `reduce` combines the
+    processes' states: counts and sums with `distributed.all_reduce_sum` (the built-in metrics), per-sample results
+    with `distributed.all_gather_rows` for a metric that needs every sample at once (mAP, AUROC, a median).
+    `primary` names the number that picks the best checkpoint, `greater_is_better` which way.
     """
 
     primary: str = ""
@@ -39,7 +43,7 @@ class Metric(abc.ABC):
 
     @abc.abstractmethod
     def reduce(self) -> None:
-        """Sum the state over all processes (a no-op without torch.distributed)."""
+        """Combine the state of all processes (summed or gathered; a no-op without torch.distributed)."""
 
     @abc.abstractmethod
     def compute(self) -> Dict[str, Any]:
@@ -63,6 +67,8 @@ class Task(abc.ABC):
     class_token_head: ClassVar[bool] = False  # only the class token of the last block (`dytune.logits_only` applies)
     mergeable_tokens: ClassVar[bool] = True  # a token set of any size (token merging applies; not a pixel grid)
     sample_unit: ClassVar[str] = "img"  # what one sample is called in throughputs (img/s, clip/s)
+    # the task's own settings beyond TrainConfig's (a plug-in's): typed, in --help-config, YAML and key=value
+    settings: ClassVar[Optional[Type[Settings]]] = None
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg

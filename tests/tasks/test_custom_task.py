@@ -1,5 +1,6 @@
-"""The Task seam from outside: a toy regression task with its own head, loss, two-view inference and metric,
-trained and evaluated through `dytune train` / `dytune eval`, in one process and under torchrun."""
+"""Plug-ins from outside the package: a toy regression task with its own settings, head, loss, two-view inference
+and gathered (non-summable) metric, and a toy method with its own setting, trained and evaluated through
+`dytune train` / `dytune eval` / `dytune suite`, in one process and under torchrun."""
 import json
 import os
 import socket
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dytune.cli import main
 from dytune.tasks import TASKS, Task, register_task, task_for_dataset
@@ -72,4 +74,48 @@ def test_two_process_run_of_the_toy_task_matches_one_process(tmp_path):
     ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())["final"]
     assert ddp["images"] == single["images"] == 10
     assert ddp["mae"] == pytest.approx(single["mae"], rel=1e-5)
+    assert ddp["median_ae"] == pytest.approx(single["median_ae"], rel=1e-5)  # gathered, not summed
     assert ddp["gmacs"] == pytest.approx(single["gmacs"])
+
+
+def test_plug_in_settings_are_typed_documented_saved_and_read(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [*TOY, "method=toy-gain-adapter", "epochs=1", "toy_train_images=16", "toy_mirror_view=false",
+            "toy_adapter_gain=0.5", "adapter_scale=0.2", f"output_dir={out}"]
+    assert main(["train", *args]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["toy_train_images"], saved["toy_mirror_view"], saved["toy_adapter_gain"]) == (16, False, 0.5)
+
+    from dytune.engine.runs import load_run
+
+    run = load_run(out)
+    assert len(run.task.build_dataset(train=True)) == 16 and run.cfg.toy_mirror_view is False
+    scales = [m.scale for m in run.model.modules() if type(m).__name__ == "Adapter"]
+    assert len(scales) == 2 and scales == pytest.approx([0.1, 0.1])
+    x = run.task.example_input()
+    import dytune
+    assert dytune.count_macs(run.model.eval(), x, forward=run.task.infer) == dytune.count_macs(run.model, x)
+
+    capsys.readouterr()
+    assert main(["train", "--help-config", "custom_imports=[tests.tasks.toy_task]"]) == 0
+    text = capsys.readouterr().out
+    assert "toy_brightness settings (task toy_brightness):" in text and "toy_gain settings (toy-gain-adapter):" in text
+    assert "toy_train_images (an integer >= 1; default 24)" in text and "toy_adapter_gain (a number > 0" in text
+    assert main(["train", *TOY, "toy_train_images=0", f"output_dir={tmp_path / 'bad'}"]) == 2
+    assert "toy_train_images=0: expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_a_suite_of_plug_ins_runs_with_their_settings_from_yaml(tmp_path):
+    base = dict(item.split("=", 1) for item in TOY if not item.startswith(("custom_imports", "model_kwargs")))
+    suite = {"base": {**{k: yaml.safe_load(v) for k, v in base.items()}, "custom_imports": ["tests.tasks.toy_task"],
+                      "model_kwargs": {"patch_size": 8, "depth": 2, "embed_dim": 48, "num_heads": 3}, "epochs": 1,
+                      "toy_train_images": 8},
+             "tasks": ["toy"], "seeds": [0], "output": str(tmp_path / "suite"),
+             "runs": [{"name": "gain", "method": "toy-gain-adapter", "toy_adapter_gain": 2.0},
+                      {"name": "dyt", "method": "dyt", "toy_mirror_view": False}]}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    assert main(["suite", str(path)]) == 0
+    for name, key, value in (("gain", "toy_adapter_gain", 2.0), ("dyt", "toy_mirror_view", False)):
+        saved = yaml.safe_load((tmp_path / "suite" / name / "toy" / "seed0" / "config.yaml").read_text())
+        assert saved[key] == value and saved["toy_train_images"] == 8

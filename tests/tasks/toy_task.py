@@ -1,15 +1,23 @@
-"""A toy task registered from outside dytune: per-image regression of the mean brightness, with a two-view
-(image and mirror image) inference step and a lower-is-better metric. Loaded with `custom_imports`."""
+"""A toy task and a toy method registered from outside dytune, loaded with `custom_imports`.
+
+The task regresses each image's mean brightness, with its own settings (the training set size and whether
+inference averages the mirror image), a two-view inference step and a metric that is not a sum (the median
+absolute error needs every sample: its `reduce` gathers them). The method is AdaptFormer with one setting of its
+own, a fixed gain on the adapter output.
+"""
 from __future__ import annotations
 
-from typing import Any, Dict
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from dytune import distributed
+from dytune import convert, distributed
+from dytune.methods import AdapterSettings, Method, register_method
+from dytune.settings import AT_LEAST_1, POSITIVE, Settings, setting
 from dytune.tasks import Metric, Task, register_task
 
 
@@ -24,29 +32,40 @@ class Regressor(nn.Module):
         return self.head(self.backbone(images))[:, 0]
 
 
-class MeanAbsoluteError(Metric):
+class AbsoluteErrors(Metric):
+    """Mean and median absolute error; the median needs every sample, so `reduce` gathers them."""
+
     primary, greater_is_better = "mae", False
 
     def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # |error|, samples
+        self.errors: List[torch.Tensor] = [torch.zeros(0, dtype=torch.float64, device=device)]
 
     def update(self, output: torch.Tensor, targets: torch.Tensor) -> None:
-        self.sums += torch.stack([(output.double() - targets).abs().sum(), torch.tensor(float(len(targets)))])
+        self.errors.append((output.double() - targets).abs())
 
     def reduce(self) -> None:
-        distributed.all_reduce_sum(self.sums)
+        self.errors = [distributed.all_gather_rows(torch.cat(self.errors))]
 
     def compute(self) -> Dict[str, Any]:
-        return {"mae": (self.sums[0] / self.sums[1].clamp(min=1)).item()}
+        errors = torch.cat(self.errors)
+        return {"mae": errors.mean().item(), "median_ae": errors.median().item()}
+
+
+@dataclass
+class BrightnessSettings(Settings):
+    group: ClassVar[str] = "toy_brightness"
+    toy_train_images: int = setting("Training images of the toy task", 24, AT_LEAST_1)
+    toy_mirror_view: bool = setting("Average the prediction of the mirror image at inference", True)
 
 
 @register_task
 class BrightnessTask(Task):
-    name, datasets = "toy_brightness", ("toy_brightness",)
+    name, datasets, settings = "toy_brightness", ("toy_brightness",), BrightnessSettings
 
     def build_dataset(self, train: bool) -> Dataset:
         gen = torch.Generator().manual_seed(0 if train else 1)
-        images = torch.rand(24 if train else 10, 3, self.cfg.img_size, self.cfg.img_size, generator=gen)
+        size = self.cfg.img_size
+        images = torch.rand(self.cfg.toy_train_images if train else 10, 3, size, size, generator=gen)
         images = images * torch.rand(len(images), 1, 1, 1, generator=gen)
         return TensorDataset(images * 2 - 1, images.mean(dim=(1, 2, 3)).double())
 
@@ -66,10 +85,27 @@ class BrightnessTask(Task):
         return F.mse_loss(student, teacher)
 
     def infer(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.toy_mirror_view:
+            return model(inputs)
         return (model(inputs) + model(inputs.flip(-1))) / 2
 
     def metric(self, num_classes: int, device: torch.device = torch.device("cpu")) -> Metric:
-        return MeanAbsoluteError(device)
+        return AbsoluteErrors(device)
 
     def example_input(self) -> torch.Tensor:
         return torch.zeros(1, 3, self.cfg.img_size, self.cfg.img_size)
+
+
+@dataclass
+class GainSettings(AdapterSettings):
+    group: ClassVar[str] = "toy_gain"
+    toy_adapter_gain: float = setting("Factor on the adapter output, on top of adapter_scale", 1.0, POSITIVE)
+
+
+def _gained_adapters(model: nn.Module, settings: GainSettings) -> nn.Module:
+    config = settings.dyt_config(layers=())
+    config.adapter_scale *= settings.toy_adapter_gain
+    return convert(model, config)
+
+
+register_method(Method("toy-gain-adapter", _gained_adapters, GainSettings))
