@@ -69,7 +69,8 @@ def main() -> None:
                "max_abs_diff": (exact - bucketed).abs().max().item(),
                "timings": {k: t.to_dict() for k, t in timings.items()}}
         rows.append(row)
-        print(f"batch {batch:3d}: exact {row['exact_ms']:8.1f} ms  bucket={args.bucket} {row['bucketed_ms']:8.1f} ms  "
+        print(f"batch {batch:3d}: exact {row['exact_ms']:8.1f} ms  "
+              f"bucket={args.bucket} {row['bucketed_ms']:8.1f} ms  "
               f"bucketed/exact speed {row['speedup_median']:.3f}x ± {100 * row['speedup_spread']:.1f} %  "
               f"(padding {100 * row['padding_rows']:.1f} % of MLP rows, max diff {row['max_abs_diff']:.1e})", flush=True)
     if args.out:

@@ -71,7 +71,12 @@ def test_prefix_tokens_are_never_skipped(variant, key, images):
     assert all(m.sum() == 0 for m in block.keep_masks.values())
     assert torch.allclose(out_sparse, out_masked, atol=1e-4)
     target = block.mlp if variant in ("mlp", "attn_mlp", "layer") else block.attn
-    assert _rows_into(target, model, images) == images.shape[0] * model.num_prefix_tokens
+    batch, prefix = images.shape[0], model.num_prefix_tokens
+    tokens = model.patch_embed.num_patches + prefix
+    padded = bucketed(batch * prefix) if target is block.mlp else batch * min(bucketed(prefix), tokens)  # rows, width
+    assert _rows_into(target, model, images) == padded
+    with dytune.execution(model, "sparse", bucket=1):
+        assert _rows_into(target, model, images) == images.shape[0] * model.num_prefix_tokens
 
 
 class FixedMask(torch.nn.Module):
