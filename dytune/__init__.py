@@ -2,6 +2,7 @@
 from .version import __version__
 
 from .calibrate import calibrate
+from .capacity import capacities, plan_capacity, set_capacity
 from .checkpoint import create_model, from_pretrained, load_backbone_weights, save_pretrained
 from .config import VARIANTS, DyTConfig
 from .convert import (convert, converted_config, dynamic_blocks, execution, is_converted, keep_masks, keep_rates,
@@ -15,4 +16,5 @@ __all__ = [
     "dynamic_blocks", "keep_masks", "keep_rates", "logits_only", "set_tau", "set_tau_progress", "DyTLoss",
     "DynamicObjective", "count_macs", "dynamic_macs", "save_pretrained",
     "from_pretrained", "create_model", "load_backbone_weights", "calibrate",
+    "plan_capacity", "set_capacity", "capacities",
 ]

@@ -202,7 +202,8 @@ def execution(model: nn.Module, mode: str, bucket: Optional[int] = None) -> Iter
     Args:
         model: A converted model.
         mode: "sparse" (skipped tokens are not computed; inference only), "masked" (everything computed, skipped
-            outputs zeroed) or "complete" (nothing skipped).
+            outputs zeroed), "complete" (nothing skipped) or "capacity" (each dispatcher keeps exactly its top-k
+            patch tokens per image, k from `dytune.set_capacity`: static shapes, for export; inference only).
         bucket: Sparse execution rounds the rows it gathers (and the width of packed attention) up to a bucket,
             so that few distinct matrix shapes occur (`dytune.modules.tokens.bucketed`): multiples of `bucket`,
             coarser above 32 * bucket rows, padding under 3.1 %. 1 = exact kept counts; None keeps the blocks'

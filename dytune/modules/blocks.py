@@ -6,6 +6,8 @@ token dispatchers. One set of weights runs in three execution modes:
 * "masked": every token is computed and the outputs of skipped tokens are zeroed (training; exact gradients).
 * "sparse": only the kept tokens of the batch are computed (inference; real savings).
 * "complete": nothing is skipped and dispatchers are not run (the self-distillation teacher).
+* "capacity": each dispatcher keeps exactly its capacity, the top-k patch tokens of every image by score
+  (`dytune.set_capacity`), so that every shape is static (inference and export).
 
 Between the attention and the MLP sub-blocks every block calls its `between_sub_blocks` hook (None by default), the
 one place where token merging (`dytune.tome`) and similar sequence transforms plug in.
@@ -22,11 +24,13 @@ from ..config import DyTConfig
 from ..flops import attention_macs, tokenwise_macs
 from .adapter import Adapter, build_adapter
 from .attention import prefix_attention
+from .capacity import capacity_count, index_mask, scatter_add_rows, top_k_index
 from .dispatcher import TokenDispatcher
 from .tokens import (DEFAULT_BUCKET, add_tokenwise, attention_mask, flat_index, gather_tokens, pack, pad_index,
                      scatter_add_valid, with_prefix)
 
-EXECUTION_MODES = ("masked", "sparse", "complete")
+EXECUTION_MODES = ("masked", "sparse", "complete", "capacity")
+INFERENCE_MODES = ("sparse", "capacity")
 
 
 class ForwardRecord(NamedTuple):
@@ -145,22 +149,38 @@ class DynamicBlock(nn.Module):
     def mode(self) -> str:
         """The execution mode of the next forward: the one set by `dytune.execution`, else masked/sparse by train/eval."""
         mode = self.execution or ("masked" if self.training else "sparse")
-        if mode == "sparse" and self.training:
+        if mode in INFERENCE_MODES and self.training:
             raise RuntimeError(
-                "dytune: 'sparse' execution is for inference; call model.eval(), or use 'masked' to train")
+                f"dytune: {mode!r} execution is for inference; call model.eval(), or use 'masked' to train")
         return mode
 
     def dispatchers(self) -> Dict[str, TokenDispatcher]:
         return {n: getattr(self, f"{n}_dispatcher") for n in self.sub_blocks if getattr(self, f"{n}_dispatcher") is not None}
 
     def _keep(self, name: str, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """[B, N] keep mask of sub-block `name` (prefix tokens kept), or None when every token is computed."""
+        """[B, N] keep mask of sub-block `name` (prefix tokens kept), or None when every token is computed.
+
+        In capacity execution it is instead the [B, P + k] positions of the computed tokens (`top_k_index`).
+        """
         dispatcher = getattr(self, f"{name}_dispatcher")
         if dispatcher is None or self.mode == "complete":
             return None
+        if self.mode == "capacity":
+            return self._capacity_index(name, dispatcher, x)
         mask = dispatcher(x[:, self.num_prefix_tokens:])
         self.keep_masks[name] = mask
         return with_prefix(mask, self.num_prefix_tokens)
+
+    def _capacity_index(self, name: str, dispatcher: TokenDispatcher, x: torch.Tensor) -> torch.Tensor:
+        """Positions of the prefix tokens and of each image's top-k patch tokens, k from the dispatcher's capacity."""
+        if dispatcher.capacity is None:
+            raise ValueError(f"dytune: capacity execution: the {name!r} dispatcher of this {self.variant!r} block has "
+                             f"no capacity; set one with dytune.set_capacity(model, ...)")
+        patches = x[:, self.num_prefix_tokens:]
+        index = top_k_index(dispatcher.scores(patches), capacity_count(dispatcher.capacity, patches.shape[1]),
+                            self.num_prefix_tokens)
+        self.keep_masks[name] = index_mask(index, self.num_prefix_tokens, patches.shape[1], x.dtype)
+        return index
 
     def _attn_out(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
@@ -183,11 +203,13 @@ class DynamicBlock(nn.Module):
             self, out: torch.Tensor, x: torch.Tensor, keep: Optional[torch.Tensor],
             fn: Callable[[torch.Tensor], torch.Tensor],
     ) -> torch.Tensor:
-        """out + keep * fn(x) for a token-wise fn, computing fn only on kept tokens in sparse mode."""
+        """out + keep * fn(x) for a token-wise fn, computing fn only on kept tokens in sparse and capacity modes."""
         if keep is None:
             return out + fn(x)
         if self.mode == "masked":
             return out + fn(x) * keep.unsqueeze(-1).to(x.dtype)
+        if self.mode == "capacity":
+            return scatter_add_rows(out, keep, fn(gather_tokens(x, keep)))
         return add_tokenwise(out.contiguous(), x, keep, fn, self.bucket)
 
     def _adapter_and_mlp(self, x: torch.Tensor) -> torch.Tensor:
@@ -219,8 +241,14 @@ class DynamicBlock(nn.Module):
             a = self._attn_out(x, attention_mask(keep > 0))
             delta = a + self._mlp_out(x + a) if with_mlp else a
             return out + delta * keep.unsqueeze(-1).to(x.dtype)
+        if self.mode == "capacity":  # every image computes P + k tokens: no padding, no mask
+            if keep.shape[1] == 0:
+                return out
+            packed = gather_tokens(x, keep)
+            a = self._attn_out(packed)
+            return scatter_add_rows(out, keep, a + self._mlp_out(packed + a) if with_mlp else a)
         order, valid = pack(keep, self.bucket)
-        if order.shape[1] == 0:  # nothing kept in the whole batch (possible without prefix tokens)
+        if not torch.compiler.is_exporting() and order.shape[1] == 0:  # nothing kept in the whole batch (possible without prefix tokens)
             return out
         packed = gather_tokens(x, order)
         mask = attention_mask(valid)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -30,6 +31,9 @@ class TokenDispatcher(nn.Module):
     sigmoid(score) > threshold. The threshold is a buffer, stored as a logit so that calibrated values near 0 or 1
     survive half precision and checkpoints.
 
+    Capacity execution ignores the threshold and keeps the `capacity` (a fraction of the patch tokens, set by
+    `dytune.set_capacity`; a plain attribute, not saved with the weights) highest-scoring tokens of every image.
+
     Args:
         dim: Token width.
         tau: Gumbel-sigmoid temperature.
@@ -42,6 +46,7 @@ class TokenDispatcher(nn.Module):
         nn.init.trunc_normal_(self.proj.weight, std=0.02)
         nn.init.zeros_(self.proj.bias)
         self.tau = tau
+        self.capacity: Optional[float] = None
         self.register_buffer("logit_threshold", torch.tensor(math.log(threshold / (1.0 - threshold))))
 
     @property
@@ -65,4 +70,5 @@ class TokenDispatcher(nn.Module):
         return (logits.float() > self.logit_threshold.float()).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau}, threshold={self.threshold:.4g}"
+        capacity = "" if self.capacity is None else f", capacity={self.capacity:.4g}"
+        return f"tau={self.tau}, threshold={self.threshold:.4g}{capacity}"

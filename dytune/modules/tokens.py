@@ -74,6 +74,9 @@ def add_tokenwise(
     """
     dim = x.shape[-1]
     index = flat_index(keep)
+    if torch.compiler.is_exporting():  # the kept count is a symbolic size: no bucket, and no branch on it
+        y = fn(x.reshape(-1, dim).index_select(0, index))
+        return out.view(-1, dim).index_add_(0, index, y.to(out.dtype)).view_as(out)
     if index.numel():
         y = fn(x.reshape(-1, dim).index_select(0, pad_index(index, bucket)))
         out.view(-1, dim).index_add_(0, index, y[:index.numel()].to(out.dtype))
@@ -93,9 +96,15 @@ def pack(keep: torch.Tensor, bucket: int = 1) -> Tuple[torch.Tensor, torch.Tenso
     """
     keep = keep > 0
     counts = keep.sum(dim=1)
-    width = int(counts.max())
-    width = min(bucketed(width, bucket), keep.shape[1])
-    order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :width]
+    if torch.compiler.is_exporting():  # a symbolic width, exact (no bucket); ONNX has no stable sort: unique keys
+        width = counts.max().item()
+        torch._check(width >= 1)  # the prefix tokens; `dytune.export` refuses models without them
+        torch._check(width <= keep.shape[1])
+        positions = torch.arange(keep.shape[1], device=keep.device)
+        order = torch.argsort((~keep).long() * keep.shape[1] + positions, dim=1)[:, :width]
+    else:
+        width = min(bucketed(int(counts.max()), bucket), keep.shape[1])
+        order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :width]
     valid = torch.arange(width, device=keep.device) < counts.unsqueeze(1)
     return order, valid
 
@@ -105,7 +114,7 @@ def attention_mask(valid: torch.Tensor) -> Optional[torch.Tensor]:
 
     Each query may also attend to itself, so no row is empty (its output is discarded when the query is invalid).
     """
-    if bool(valid.all()):
+    if not torch.compiler.is_exporting() and bool(valid.all()):
         return None
     eye = torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
     return (valid[:, None, None, :] | eye).contiguous()
