@@ -27,6 +27,7 @@ COMMANDS = {
     "minivideo": "dytune.data.minivideo",
     "miniseg": "dytune.data.miniseg",
     "predict": "dytune.engine.predict",
+    "export": "dytune.export.cli",
     "pretrain": "dytune.pretrain",
 }
 

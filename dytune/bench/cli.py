@@ -27,6 +27,7 @@ EPILOG = """examples:
   dytune bench --task video --batch-sizes 1,8              # 8-frame 224 px clips, one view, attentive-pool head
   dytune bench --task segmentation --set img_size=512 --batch-sizes 1   # UperNet at 512 x 512 (1,024 tokens)
   dytune bench --task segmentation --model dytune_mini_vit --set img_size=128 --set seg_channels=128
+  dytune bench --runtime onnxruntime --methods dense,adaptformer,dyt --threads 1   # ONNX exports on ONNX Runtime
 """
 
 
@@ -83,6 +84,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     parser.add_argument("--precision", type=_csv(str), default=["fp32"], help="comma list of fp32, bf16, fp16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument("--runtime", default="eager",
+                        help="eager, onnxruntime or openvino: time ONNX exports of dense, AdaptFormer and DyT "
+                             "(capacity and threshold routing) there, next to eager DyT (needs the export extra)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the models take turns in each")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -137,7 +141,7 @@ def format_table(result: Dict[str, Any]) -> str:
         lines.append(f"{row['method']:<24}{row['precision']:>5}{row['batch']:>6}{row['gmacs']:>7.2f}"
                      f"{num(row, 'keep_rate', '.3f'):>6}{latency:>16}{row['images_per_s']:>9.2f}"
                      f"{speedup:>13}{num(row, 'flops_ideal_speedup', '.3f'):>7}"
-                     f"{row['peak_memory_mb']:>9.1f}{num(row, 'max_abs_diff_vs_reference', '.1e'):>10}"
+                     f"{num(row, 'peak_memory_mb', '.1f'):>9}{num(row, 'max_abs_diff_vs_reference', '.1e'):>10}"
                      + (f"{num(row, 'max_abs_diff_compiled_vs_eager', '.1e'):>10}" if compiled else ""))
     widest = max((row for row in result["rows"] if row.get("speedup_spread") is not None),
                  key=lambda row: row["speedup_spread"], default=None)
@@ -200,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
                       f"  {row['gmacs']:.3f} GMACs")
     else:
         result = run_benchmark(settings, args.batch_sizes, args.precision, args.device, args.warmup, args.repeats,
-                               args.compile)
+                               args.compile, runtime=args.runtime, threads=args.threads)
         print(format_table(result))
     result["argv"] = sys.argv
     stem = args.model if settings.task == BenchSettings.task else f"{args.model}_{settings.task}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import platform
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,7 @@ from torch import nn
 
 from ..version import __version__
 from ..calibrate import calibrate
+from ..capacity import plan_capacity, set_capacity
 from ..checkpoint import from_pretrained, load_backbone_weights, read_pretrained_config
 from ..config import VARIANTS, DyTConfig
 from ..convert import convert, converted_config, execution, inner_vit, keep_rates, logits_only
@@ -22,6 +24,7 @@ from ..run_config import TrainConfig
 from ..tasks import TASKS, Task
 from ..tome import apply_tome, supports_proportional_attention
 from .memory import peak_memory_bytes
+from .runtimes import EAGER, runtime_compiler
 from .timing import time_interleaved
 
 METHODS = ("dense", "adaptformer", "dyt", "dyt+logits", "tome", "dyt+tome", "official")
@@ -90,6 +93,8 @@ class BenchModel:
     dynamic: bool = False
     macs_model: Optional[nn.Module] = None  # counted instead of `model` (whose layers count_macs does not know)
     variant: Optional[str] = None  # the DyT dispatch variant of the model's dynamic blocks (None: not a DyT model)
+    run: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # timed instead of the task's step (an export)
+    execution: Optional[str] = None  # the execution mode `model` is counted and compared in (None: its own)
 
 
 def images_for(model: nn.Module, batch: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -276,6 +281,8 @@ def run_benchmark(
         repeats: int = 5,
         compile: bool = False,
         models: Optional[Dict[str, BenchModel]] = None,
+        runtime: str = EAGER,
+        threads: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Time every model of `build_models` on random batches, all models taking turns within each repeat.
 
@@ -283,6 +290,10 @@ def run_benchmark(
     latency, throughput, MACs per image, speed-up over the dense model, the FLOPs-ideal speed-up (dense MACs /
     model MACs on the same images), the keep rate, peak memory and the largest logit difference from the
     model's reference path (sparse vs masked for DyT; dytune vs official) and, with `compile`, from eager mode.
+
+    With another `runtime` than "eager" (`dytune.bench.runtimes`), every model is exported and timed there; DyT
+    models twice (capacity routing, and exact threshold routing as "<name> threshold"), next to their eager sparse
+    forward ("<name> eager"). `threads` sets the runtime's intra-op threads.
     """
     dev = torch.device(device)
     for precision in precisions:
@@ -290,6 +301,11 @@ def run_benchmark(
             raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     models = models if models is not None else build_models(settings, dev)
     task = bench_task(settings)
+    if runtime != EAGER:
+        if compile or dev.type != "cpu" or list(precisions) != ["fp32"]:
+            raise ValueError(f"runtime {runtime!r}: exported models are timed on the CPU in fp32, without --compile")
+        calib = inputs_for(task, settings.calibration_images, settings.seed + 1, dev)
+        models = exported_models(models, task, runtime, calib, threads)
     rows: List[Dict[str, Any]] = []
     for batch in batch_sizes:
         images = inputs_for(task, batch, settings.seed + 2, dev)
@@ -298,13 +314,15 @@ def run_benchmark(
             fns = {}
             for name, entry in models.items():
                 target = torch.compile(entry.model) if compile else entry.model
-                fns[name] = _runner(target, task, dev, precision)
+                fns[name] = entry.run or _runner(target, task, dev, precision)
             timings = time_interleaved(fns, images, warmup=warmup, repeats=repeats)
             dense = timings.get("dense")
             for name, timing in timings.items():
                 row = {"method": name, "batch": batch, "precision": precision, "compile": compile,
                        **stats[name], **timing.to_dict()}
-                row["peak_memory_mb"] = peak_memory_bytes(fns[name], images, models[name].model) / 2 ** 20
+                row["runtime"] = EAGER if models[name].run is None else runtime
+                row["peak_memory_mb"] = None if models[name].run else peak_memory_bytes(
+                    fns[name], images, models[name].model) / 2 ** 20
                 if compile:
                     eager = _runner(models[name].model, task, dev, precision)(images)
                     row["max_abs_diff_compiled_vs_eager"] = (fns[name](images) - eager).abs().max().item()
@@ -315,12 +333,16 @@ def run_benchmark(
                         row["flops_ideal_speedup"] = stats["dense"]["gmacs"] / stats[name]["gmacs"]
                 rows.append(row)
     return {**environment(dev), "settings": asdict(settings), "task": task.name, "sample_unit": task.sample_unit,
+            "runtime": runtime,
             "batch_sizes": list(batch_sizes),
             "precisions": list(precisions), "warmup": warmup, "repeats": repeats, "rows": rows}
 
 
 def _model_stats(entry: BenchModel, inputs: torch.Tensor, task: Task) -> Dict[str, Any]:
     """MACs per sample (fp32), keep rate and the output difference from the reference path, on `inputs`."""
+    if entry.execution is not None:
+        with execution(entry.model, entry.execution):
+            return _model_stats(dataclasses.replace(entry, execution=None), inputs, task)
     model = entry.model
     macs = count_macs(entry.macs_model or model, inputs, forward=task.infer)
     out: Dict[str, Any] = {"gmacs": macs.double().mean().item() / 1e9}
@@ -328,6 +350,35 @@ def _model_stats(entry: BenchModel, inputs: torch.Tensor, task: Task) -> Dict[st
     if entry.dynamic:
         rates = keep_rates(model)
         out["keep_rate"] = sum(rates) / len(rates) if rates else 1.0
-    if entry.reference is not None:
+    if entry.run is not None:
+        logits, reference = entry.run(inputs), logits
+        out["max_abs_diff_vs_reference"] = (logits - reference).abs().max().item()
+    elif entry.reference is not None:
         out["max_abs_diff_vs_reference"] = (logits - entry.reference(inputs)).abs().max().item()
+    return out
+
+
+def exported_models(models: Dict[str, BenchModel], task: Task, runtime: str, calibration: torch.Tensor,
+                    threads: Optional[int] = None) -> Dict[str, BenchModel]:
+    """The models of `build_models` exported to `runtime`; each DyT model with capacity routing (its capacities
+    measured on `calibration` with its thresholds, so that the mean keep rate is the one calibrated) and with
+    threshold routing, and kept eager (sparse) as "<name> eager". Each exported row is compared with its model in
+    eager execution of the same routing."""
+    compiler = runtime_compiler(runtime)
+    example = calibration[:2]
+    out: Dict[str, BenchModel] = {}
+    for name, entry in models.items():
+        if name in ("dense", "adaptformer"):
+            out[name] = dataclasses.replace(entry, run=compiler(entry.model, task.infer, example, "capacity", threads))
+            continue
+        if name != f"dyt-{entry.variant}":
+            warnings.warn(f"dytune bench: no {name} row on {runtime}: only dense, adaptformer and dyt are exported",
+                          stacklevel=2)
+            continue
+        set_capacity(entry.model, plan_capacity(entry.model, calibration, forward=task.infer))
+        out[name] = dataclasses.replace(entry, run=compiler(entry.model, task.infer, example, "capacity", threads),
+                                        reference=None, execution="capacity")
+        out[f"{name} threshold"] = dataclasses.replace(
+            entry, run=compiler(entry.model, task.infer, example, "threshold", threads), reference=None)
+        out[f"{name} eager"] = entry
     return out

@@ -48,16 +48,20 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("run_dir", type=Path)
         p.add_argument("overrides", nargs="*")
         p.add_argument("--checkpoint", choices=("best", "last"), default="last")
-        p.add_argument("--execution", choices=("sparse", "masked", "complete"), default=None,
-                       help="DyT runs: evaluate in this mode; 'complete' runs every token through every sub-block")
+        p.add_argument("--execution", choices=("sparse", "masked", "complete", "capacity"), default=None,
+                       help="DyT runs: evaluate in this mode; 'complete' runs every token through every sub-block, "
+                            "'capacity' keeps a fixed top-k per image and dispatcher (as `dytune export`)")
+        p.add_argument("--capacity", type=float, default=None, metavar="RATE",
+                       help="with --execution capacity: calibrate to this mean keep rate (default: each "
+                            "dispatcher's keep rate with the trained thresholds, on --calibration-images)")
         p.add_argument("--budgets", type=keep_rates_arg, default=None, metavar="R,R,...",
                        help="DyT runs: also score the model calibrated to each of these mean keep rates, without "
                             "retraining (accuracy vs compute)")
         p.add_argument("--per-layer", action="store_true",
                        help="with --budgets: every dispatcher keeps the same rate (default: one shared threshold "
                             "shift, which keeps the trained model's per-layer preferences)")
-        p.add_argument("--calibration-images", type=int, default=64, help="with --budgets: training images the "
-                       "thresholds are calibrated on")
+        p.add_argument("--calibration-images", type=int, default=64, help="with --budgets or --execution capacity: "
+                       "training images the thresholds (capacities) are calibrated (measured) on")
         p.add_argument("--out", type=Path, default=None, help="with --budgets: also write the curve as JSON here")
         p.set_defaults(run=run_eval)
     elif name == "vtab":
@@ -124,7 +128,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from .runs import budget_curve_run, evaluate_run
 
     if args.budgets is None:
-        metrics = evaluate_run(args.run_dir, tuple(args.overrides), args.checkpoint, args.execution)
+        metrics = evaluate_run(args.run_dir, tuple(args.overrides), args.checkpoint, args.execution, args.capacity,
+                               args.calibration_images)
         if is_main_process():  # under torchrun every rank has the metrics; one JSON document on stdout
             print(json.dumps(metrics, indent=2))
         return 0

@@ -10,6 +10,7 @@ from torch import nn
 
 from .. import distributed
 from ..calibrate import dispatchers, sweep_keep_rates
+from ..capacity import plan_capacity, set_capacity
 from ..convert import execution, is_converted
 from ..tasks import Task, build_task
 from .build import build_model, load_model_weights, read_run_meta
@@ -84,7 +85,8 @@ def _evaluate(run: LoadedRun) -> Dict[str, Any]:
 
 
 def evaluate_run(run_dir: Path, overrides: Tuple[str, ...] = (), checkpoint: str = DEFAULT_CHECKPOINT,
-                 execution_mode: Optional[str] = None) -> Dict[str, Any]:
+                 execution_mode: Optional[str] = None, capacity: Optional[float] = None,
+                 calibration_count: int = 64) -> Dict[str, Any]:
     """Rebuild a finished run's model, load its `best` or `last` weights and evaluate it (`dytune eval`).
 
     Args:
@@ -92,13 +94,25 @@ def evaluate_run(run_dir: Path, overrides: Tuple[str, ...] = (), checkpoint: str
         overrides: key=value TrainConfig settings (e.g. eval_split=val200).
         checkpoint: "best" or "last" (default).
         execution_mode: Evaluate a DyT model in this mode (e.g. "complete": no token skipped) instead of the default
-            sparse inference.
+            sparse inference. "capacity" keeps a fixed top-k per image and dispatcher, k measured on
+            `calibration_count` training samples (`dytune.plan_capacity`).
+        capacity: Capacity execution: the mean keep rate to calibrate to first, or None for each dispatcher's
+            keep rate with the trained thresholds.
+        calibration_count: Training samples the capacities are measured on.
     """
     try:
         run = load_run(run_dir, overrides, checkpoint)
         if execution_mode is not None and not is_converted(run.model):
             raise ValueError(f"{run_dir}: execution_mode={execution_mode!r} needs a dytune-converted model "
                              f"(dyt*, adaptformer), not method {run.cfg.method!r}")
+        if execution_mode == "capacity":
+            if not dispatchers(run.model):
+                raise ValueError(f"{run_dir}: capacity execution needs token dispatchers (a dyt* run), not method "
+                                 f"{run.cfg.method!r}")
+            calib = calibration_inputs(run.cfg, run.task, calibration_count).to(run.env.device)
+            set_capacity(run.model, plan_capacity(run.model, calib, capacity))
+        elif capacity is not None:
+            raise ValueError(f"capacity={capacity!r} applies to capacity execution only")
         with nullcontext() if execution_mode is None else execution(run.model, execution_mode):
             return _evaluate(run)
     finally:
