@@ -3,8 +3,8 @@
 Every setting is parsed to its declared type (the dataclass annotation) and checked against the range or choices
 declared next to its help text (`dytune.settings`), when a config is built (`TrainConfig(...)`, `from_dict`, `load`)
 and whenever a field is assigned. A bad value therefore fails before a run writes anything, with a message naming the
-setting, the value and what was expected. The settings of one method are declared with the method
-(`dytune.methods`); TrainConfig holds them all as flat keys.
+setting, the value and what was expected. A method's settings are declared with the method (`dytune.methods`), a
+task's own with the task (e.g. `dytune.tasks.video.VideoSettings`); TrainConfig holds them all as flat keys.
 """
 from __future__ import annotations
 
@@ -75,34 +75,6 @@ class RunSettings(Settings):
                                      False)
     download: bool = _setting("Let torchvision download the dataset (needs internet)", False)
     num_workers: int = _setting("Data-loading worker processes", 4, AT_LEAST_0)
-    # video (dataset=k400 or ssv2)
-    num_frames: int = _setting("Video: frames per clip (K400: dense frames; SSv2: one per TSN segment)", 8, AT_LEAST_1)
-    frame_stride: int = _setting("Video, K400 layout: frames between two sampled frames", 16, AT_LEAST_1)
-    test_views: int = _setting("Video at test: temporal views (K400) or spatial crops (SSv2), logits averaged", 3,
-                               AT_LEAST_1)
-    temporal_embed: bool = _setting("Video: add a learnable embedding per frame index before the attentive pooling "
-                                    "(off: the paper's order-blind pooling)", False)
-    skip_bad_videos: bool = _setting("Video: skip missing or undecodable videos (counted in results.json) instead "
-                                     "of failing", False)
-    video_backend: str = _setting("Video decoder: auto (torchcodec when it imports, else PyAV), pyav or torchcodec",
-                                  "auto", choices=("auto", "pyav", "torchcodec"))
-    # segmentation (dataset=ade20k or cocostuff; the crop is img_size)
-    seg_scale: List[int] = _setting("Segmentation: the resize scale [long, short] of the training random resize and "
-                                    "the test keep-ratio resize; [] = [4 * img_size, img_size] (ADE20K: 2048 x 512)",
-                                    [], AT_LEAST_1)
-    seg_ratio_range: List[float] = _setting("Segmentation: the training random resize's ratio range", [0.5, 2.0],
-                                            POSITIVE)
-    seg_cat_max_ratio: float = _setting("Segmentation: the most one class may cover of a training crop (re-drawn "
-                                        "up to 10 times)", 0.75, Bounds(0, 1, low_open=True))
-    seg_inference: str = _setting("Segmentation at test: slide (img_size windows, logits averaged) or whole",
-                                  "slide", choices=("slide", "whole"))
-    seg_stride: int = _setting("Segmentation: sliding-window stride; 0 = two thirds of img_size (341 at 512)", 0,
-                               AT_LEAST_0)
-    seg_channels: int = _setting("Segmentation: UPerNet head width (the official DyT config: 768)", 768, AT_LEAST_1)
-    seg_aux_weight: float = _setting("Segmentation: weight of the FCN auxiliary head's loss (0: no auxiliary head)",
-                                     0.4, AT_LEAST_0)
-    seg_out_indices: List[int] = _setting("Segmentation: blocks feeding the 4 pyramid levels; [] = (3, 5, 7, 11) for "
-                                          "12 blocks, else spread evenly ending at the last block", [])
     # model
     model: str = _setting("timm model name", "vit_base_patch16_224")
     pretrained: bool = _setting("Load timm's pretrained weights (downloads; ignored with checkpoint_path)", False)
@@ -149,8 +121,9 @@ class RunSettings(Settings):
 
 
 def _plugin_owners() -> Dict[str, Type[Settings]]:
-    """Setting name -> the settings class that declares it, for the settings of registered tasks and methods that
-    TrainConfig does not hold itself (those of plug-ins that `custom_imports` registered)."""
+    """Setting name -> the settings class that declares it, for the settings that registered tasks and methods
+    declare beyond TrainConfig's own fields: the video and segmentation tasks', and those of plug-ins that
+    `custom_imports` registered."""
     from .tasks import TASKS  # late: the registries gain plug-ins after this module is imported
 
     own = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -172,8 +145,9 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
     """Everything one training or evaluation run needs; written resolved to `<output_dir>/config.yaml`.
 
     The run's own settings (RunSettings), those of every built-in method (MoESettings, which holds the adapter
-    and DyT settings, LoRASettings, VPTSettings) and those that a task or method registered through
-    `custom_imports` declares in its own `Settings` class (`Task.settings`, `Method.settings`), all as flat keys.
+    and DyT settings, LoRASettings, VPTSettings) and those that a registered task or method declares in a
+    `Settings` class of its own (`Task.settings`, e.g. the video task's; `Method.settings` of a plug-in), all as
+    flat keys.
     Values are parsed to each field's type and checked against its range when the config is built and when a
     field is assigned; `TrainConfig.help()` lists every setting with what it accepts, grouped by their readers.
 
@@ -213,16 +187,33 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
             super().__setattr__(name, value)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {**dataclasses.asdict(self), **{name: getattr(self, name) for name in self._plugins}}
+        """Every own setting, and each declared one that the run's task or method reads or that differs from its
+        default (so a run saved in a process where other plug-ins are registered loads where they are not)."""
+        from .tasks import task_for_dataset
+
+        readers = [task_for_dataset(self.dataset).settings, METHODS[self.method].settings]
+        read = {name for cls in readers if cls is not None for name in cls.__dataclass_fields__}
+        declared = {name: getattr(self, name) for name, settings in self._plugins.items()
+                    if name in read or getattr(self, name) != getattr(type(settings)(), name)}
+        return {**dataclasses.asdict(self), **declared}
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with `changes` applied (plug-in settings included)."""
         return type(self)(**{**self.to_dict(), **changes})
 
     @classmethod
+    def setting_fields(cls) -> Dict[str, Tuple[dataclasses.Field, Any]]:
+        """Every setting a config takes now, its own and those that registered tasks and methods declare: name ->
+        (dataclass field with the help text, range and choices; type annotation)."""
+        own = {f.name: (f, _hints(cls)[f.name]) for f in dataclasses.fields(cls)}
+        declared = {name: (owner.__dataclass_fields__[name], _hints(owner)[name])
+                    for name, owner in _plugin_owners().items()}
+        return {**own, **declared}
+
+    @classmethod
     def setting_names(cls) -> List[str]:
-        """Every setting a config takes now: its own fields and those of the registered plug-ins."""
-        return [f.name for f in dataclasses.fields(cls)] + list(_plugin_owners())
+        """The names of `setting_fields`."""
+        return list(cls.setting_fields())
 
     def method_settings(self) -> Settings:
         """The settings object of this run's method (`Method.settings`), which its `apply` and objective read."""
@@ -280,7 +271,7 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
             texts[key] = text
         if isinstance(values.get("custom_imports"), list):
             _import_all([str(m) for m in values["custom_imports"]])  # their settings' types decide the parsing below
-        hints = {**_hints(cls), **{name: _hints(owner)[name] for name, owner in _plugin_owners().items()}}
+        hints = {name: hint for name, (_, hint) in cls.setting_fields().items()}
         for key, text in texts.items():
             if hints.get(key) is str and not isinstance(values[key], str):
                 values[key] = text

@@ -2,8 +2,9 @@
 (+ FCN auxiliary head); ADE20K and COCO-Stuff 164k layouts, sliding-window or whole-image testing, mIoU."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import timm
@@ -19,6 +20,7 @@ from ..data.segmentation import (ADE20K, COCOStuff, Normalize, SegmentationDatas
 from ..metrics_segmentation import SegmentationMetric
 from ..modules.segmentation import (Segmenter, SegmentationLoss, default_out_indices, pixel_distillation, resize,
                                     slide_inference, sync_batchnorm, whole_inference)
+from ..settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, Bounds, Settings, setting
 from ..viz import denormalize
 from .base import Task, register_task
 from .classification import ClassificationTask
@@ -31,6 +33,30 @@ CLASSES_FILE = "classes.txt"
 def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """The image [H, W, 3] uint8 blended with a colour mask of the same size."""
     return (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).round().astype(np.uint8)
+
+
+@dataclass
+class SegmentationSettings(Settings):
+    """The segmentation task's settings (dataset=ade20k or cocostuff; the crop is img_size): resizing, the test-time
+    windows and the UperNet heads."""
+
+    group: ClassVar[str] = "segmentation"
+    seg_scale: List[int] = setting("Segmentation: the resize scale [long, short] of the training random resize and "
+                                   "the test keep-ratio resize; [] = [4 * img_size, img_size] (ADE20K: 2048 x 512)",
+                                   [], AT_LEAST_1)
+    seg_ratio_range: List[float] = setting("Segmentation: the training random resize's ratio range", [0.5, 2.0],
+                                           POSITIVE)
+    seg_cat_max_ratio: float = setting("Segmentation: the most one class may cover of a training crop (re-drawn "
+                                       "up to 10 times)", 0.75, Bounds(0, 1, low_open=True))
+    seg_inference: str = setting("Segmentation at test: slide (img_size windows, logits averaged) or whole",
+                                 "slide", choices=("slide", "whole"))
+    seg_stride: int = setting("Segmentation: sliding-window stride; 0 = two thirds of img_size (341 at 512)", 0,
+                              AT_LEAST_0)
+    seg_channels: int = setting("Segmentation: UPerNet head width (the official DyT config: 768)", 768, AT_LEAST_1)
+    seg_aux_weight: float = setting("Segmentation: weight of the FCN auxiliary head's loss (0: no auxiliary head)",
+                                    0.4, AT_LEAST_0)
+    seg_out_indices: List[int] = setting("Segmentation: blocks feeding the 4 pyramid levels; [] = (3, 5, 7, 11) for "
+                                         "12 blocks, else spread evenly ending at the last block", [])
 
 
 @register_task
@@ -47,6 +73,7 @@ class SegmentationTask(Task):
     """
 
     name = "segmentation"
+    settings = SegmentationSettings
     mergeable_tokens = False
     datasets = ("ade20k", "cocostuff")
     loss_name = "ce"

@@ -2,8 +2,9 @@
 linear head; Kinetics-400 and Something-Something-v2 layouts, multi-view testing."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +12,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.video import VideoDataset, VideoRecipe, kinetics_recipe, ssv2_recipe
-from ..modules.video import VideoClassifier
-from .base import Task, register_task
 from ..loss import distill_kl
+from ..modules.video import VideoClassifier
+from ..settings import AT_LEAST_1, Settings, setting
+from .base import Task, register_task
 from .classification import top_classes
 from .metrics import ClassificationMetric
 
@@ -25,6 +27,23 @@ SSV2_LABELS = "something-something-v2-labels.json"
 def ssv2_split_file(root: Path, split: str) -> Path:
     """`something-something-v2-<split>.json` in `root` (split: train, validation, test)."""
     return root / f"something-something-v2-{split}.json"
+
+
+@dataclass
+class VideoSettings(Settings):
+    """The video task's settings (dataset=k400 or ssv2): clip sampling, test views, decoding, the pooling's order."""
+
+    group: ClassVar[str] = "video"
+    num_frames: int = setting("Video: frames per clip (K400: dense frames; SSv2: one per TSN segment)", 8, AT_LEAST_1)
+    frame_stride: int = setting("Video, K400 layout: frames between two sampled frames", 16, AT_LEAST_1)
+    test_views: int = setting("Video at test: temporal views (K400) or spatial crops (SSv2), logits averaged", 3,
+                              AT_LEAST_1)
+    temporal_embed: bool = setting("Video: add a learnable embedding per frame index before the attentive pooling "
+                                   "(off: the paper's order-blind pooling)", False)
+    skip_bad_videos: bool = setting("Video: skip missing or undecodable videos (counted in results.json) instead "
+                                    "of failing", False)
+    video_backend: str = setting("Video decoder: auto (torchcodec when it imports, else PyAV), pyav or torchcodec",
+                                 "auto", choices=("auto", "pyav", "torchcodec"))
 
 
 @register_task
@@ -40,6 +59,7 @@ class VideoTask(Task):
     """
 
     name = "video"
+    settings = VideoSettings
     datasets = ("k400", "ssv2")
     loss_name = "ce"
     sample_unit = "clip"

@@ -6,10 +6,10 @@ import typing
 
 import pytest
 
-from dytune.run_config import RESUME_IGNORED, Bounds, TrainConfig, _hints
+from dytune.run_config import RESUME_IGNORED, Bounds, TrainConfig
 
-HINTS = _hints(TrainConfig)
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+HINTS = {name: hint for name, (_, hint) in TrainConfig.setting_fields().items()}
+FIELDS = {name: spec for name, (spec, _) in TrainConfig.setting_fields().items()}
 
 
 def _wrong_type(hint):
@@ -119,9 +119,22 @@ def test_bad_files_and_overrides_are_named(tmp_path):
         TrainConfig.load([], ["epochs"])
 
 
+def test_task_settings_live_with_their_task_and_keep_their_flat_keys():
+    from dytune.tasks.segmentation import SegmentationSettings
+    from dytune.tasks.video import VideoSettings
+
+    own = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert not own & {"num_frames", "seg_channels"} and {"num_frames", "seg_channels"} <= set(FIELDS)
+    cfg = TrainConfig(num_frames=4, seg_channels=32)
+    assert (cfg.num_frames, cfg.seg_channels, cfg.to_dict()["num_frames"]) == (4, 32, 4)
+    assert FIELDS["num_frames"] is VideoSettings.__dataclass_fields__["num_frames"]
+    assert "segmentation settings (task segmentation):" in TrainConfig.help()
+    assert SegmentationSettings().seg_channels == TrainConfig().seg_channels
+
+
 def test_help_lists_every_setting_with_what_it_accepts():
     lines = [line for line in TrainConfig.help().splitlines() if line.startswith("  ")]
-    assert sorted(line.split()[0] for line in lines) == sorted(FIELDS)
+    assert sorted(line.split()[0] for line in lines) == sorted(TrainConfig.setting_names())  # plug-ins registered now
     assert all(line.split("):", 1)[1].strip() for line in lines)
     text = TrainConfig.help()
     assert "  epochs (an integer >= 1; default 100): " in text

@@ -119,3 +119,14 @@ def test_a_suite_of_plug_ins_runs_with_their_settings_from_yaml(tmp_path):
     for name, key, value in (("gain", "toy_adapter_gain", 2.0), ("dyt", "toy_mirror_view", False)):
         saved = yaml.safe_load((tmp_path / "suite" / name / "toy" / "seed0" / "config.yaml").read_text())
         assert saved[key] == value and saved["toy_train_images"] == 8
+
+
+def test_a_run_saves_the_plug_in_settings_it_reads_or_sets_and_no_others():
+    from dytune.engine import TrainConfig
+
+    import tests.tasks.toy_task  # noqa: F401  (registers the toy task and method in this process)
+
+    plain = TrainConfig(dataset="vtab", method="dyt").to_dict()
+    assert not {"toy_train_images", "toy_mirror_view", "toy_adapter_gain"} & set(plain)  # loads where no toy is
+    toy = TrainConfig(dataset="toy_brightness", method="dyt", toy_adapter_gain=2.0).to_dict()
+    assert (toy["toy_train_images"], toy["toy_mirror_view"], toy["toy_adapter_gain"]) == (24, True, 2.0)
