@@ -101,7 +101,7 @@ def test_bench_writes_its_json_atomically(tmp_path, monkeypatch, capsys):
         real(path, write)
 
     monkeypatch.setattr(bench_cli, "atomic_write", recorded)
-    monkeypatch.setattr(bench_cli, "run_benchmark", lambda *args: {"rows": []})
+    monkeypatch.setattr(bench_cli, "run_benchmark", lambda *args, **kwargs: {"rows": []})
     monkeypatch.setattr(bench_cli, "format_table", lambda result: "table")
     out = tmp_path / "bench" / "result.json"
     assert main(["bench", "--out", str(out)]) == 0
