@@ -15,6 +15,7 @@ from dytune.cli import main
 from dytune.errors import RunError
 
 
+@pytest.mark.slow
 def test_a_bad_setting_is_one_line_and_nothing_is_written(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "epochs=2.5", f"output_dir={run}"]) == 2
@@ -25,6 +26,7 @@ def test_a_bad_setting_is_one_line_and_nothing_is_written(tmp_path, capsys):
     assert capsys.readouterr().err == f"dytune: error: {tmp_path / 'nope.yaml'}: config file not found\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("error", [ValueError("bad.txt:3: label 9 is outside 0..5"),
                                    FileNotFoundError("x/last: no checkpoint here"),
                                    FileExistsError("x: exists"),
@@ -38,6 +40,7 @@ def test_dytune_errors_are_one_line_with_exit_code_2(monkeypatch, capsys, error)
     assert capsys.readouterr().err == f"dytune: error: {error}\n"
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback_and_unexpected_errors_keep_theirs(monkeypatch, capsys):
     def fail(args):
         raise ValueError("bad value")
@@ -60,6 +63,7 @@ def test_debug_shows_the_traceback_and_unexpected_errors_keep_theirs(monkeypatch
     assert "dytune: error" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_os_error_names_its_file(monkeypatch, capsys):
     def fail(args):
         open(Path(args.run_dir) / "missing.json")
@@ -69,6 +73,7 @@ def test_an_os_error_names_its_file(monkeypatch, capsys):
     assert capsys.readouterr().err == "dytune: error: nowhere/missing.json: No such file or directory\n"
 
 
+@pytest.mark.slow
 def test_the_real_command_prints_no_traceback(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "dytune", "train", "skip_bad_images=maybe",
@@ -78,6 +83,7 @@ def test_the_real_command_prints_no_traceback(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rank, printed", [("0", True), ("1", False)])
 def test_eval_prints_its_json_on_rank_0_only(monkeypatch, capsys, rank, printed):
     for name in ("dytune.engine.runs", "dytune.engine.trainer"):  # wherever the engine keeps evaluate_run
@@ -92,6 +98,7 @@ def test_eval_prints_its_json_on_rank_0_only(monkeypatch, capsys, rank, printed)
     assert (json.loads(out) == {"acc": 50.0}) if printed else out == ""
 
 
+@pytest.mark.slow
 def test_bench_writes_its_json_atomically(tmp_path, monkeypatch, capsys):
     writes = []
     real = bench_cli.atomic_write
@@ -122,6 +129,7 @@ def test_vtab_summary_writes_its_table_atomically(tmp_path, monkeypatch):
     assert writes == [out] and out.read_text() == "| table |\n"
 
 
+@pytest.mark.slow
 def test_vtab_resumes_from_a_checkpoint_and_restarts_attempts_without_one(tmp_path, monkeypatch, capsys):
     from dytune.engine.rundir import write_checkpoint
 
@@ -151,6 +159,7 @@ def test_vtab_resumes_from_a_checkpoint_and_restarts_attempts_without_one(tmp_pa
     assert "failed: an earlier attempt left no checkpoint" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_help_config_lists_every_setting_with_its_range(capsys):
     assert main(["train", "--help-config"]) == 0
     out = capsys.readouterr().out

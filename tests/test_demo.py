@@ -11,6 +11,7 @@ KINDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_demo_runs_end_to_end_on_a_reduced_setting(kind, tmp_path, capsys):
     if not (ASSETS / "mini_vit.json").is_file():

@@ -150,6 +150,7 @@ def test_logits_only_row_is_skipped_with_a_warning_where_unsupported():
     assert set(models) == {"dense"}
 
 
+@pytest.mark.slow
 def test_run_benchmark_rows():
     result = run_benchmark(tiny_settings(methods=("dense", "dyt", "dyt+tome")), batch_sizes=(3,),
                            precisions=("fp32", "bf16"), warmup=0, repeats=1)
@@ -165,6 +166,7 @@ def test_run_benchmark_rows():
     assert result["torch"] == torch.__version__ and result["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_compiled_models_give_the_eager_logits():
     """torch.compile traces the sparse path (graph breaks at the data-dependent token counts) and keeps the logits,
     also with ToMe, where the sequence length changes between blocks."""
@@ -265,6 +267,7 @@ TASK_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", sorted(TASK_CASES))
 def test_task_benchmark_times_the_task_model(task):
     """`--task`: every model is the task's model (same head weights), fed the task's sample; DyT's sparse output
@@ -293,6 +296,7 @@ def test_task_benchmark_times_the_task_model(task):
     assert rows["dense"]["gmacs"] == pytest.approx(dense_macs.item() / 1e9)
 
 
+@pytest.mark.slow
 def test_bench_cli_task_and_settings(tmp_path, capsys):
     out = tmp_path / "video.json"
     code = main(["bench", "--task", "video", "--set", "num_frames=2", "--model", "vit_tiny_patch16_224",

@@ -58,6 +58,7 @@ def test_shape_sprites_are_antialiased_and_distinct():
     assert (ink > 0.1).all() and len({round(float(v), 2) for v in ink}) == 6
 
 
+@pytest.mark.slow
 def test_same_seed_same_files_and_rerun_keeps_the_folder(built, tmp_path):
     again = build_miniseg(tmp_path / "again", seed=3, **SMALL)
     for rel in ("annotations/training/000005.png", "images/validation/000003.jpg"):
@@ -71,6 +72,7 @@ def test_same_seed_same_files_and_rerun_keeps_the_folder(built, tmp_path):
     assert not np.array_equal(other.labels[0].numpy(), mask)
 
 
+@pytest.mark.slow
 def test_an_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     calls = []
 
@@ -102,6 +104,7 @@ def test_cli_parser_builds(tmp_path, capsys):
     assert args.run(args) == 0 and "15 classes, 2 + 1 images of 32px" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_heldout_splits_link_the_training_files_and_complete_an_older_build(built, tmp_path):
     assert miniseg.heldout_splits(1000) == {"train800": range(800), "val200": range(800, 1000)}
     assert sorted(p.name for p in (built / "images" / "train5").iterdir()) == [f"{i:06d}.jpg" for i in range(5)]

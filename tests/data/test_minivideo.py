@@ -71,6 +71,7 @@ def test_files_hold_the_rendered_clips(built):
         assert (decoded.float() - rendered.frames[0].float()).abs().mean() < 12  # lossy codecs on textures
 
 
+@pytest.mark.slow
 def test_rebuilding_is_a_no_op_and_other_settings_are_refused(built):
     root, folders = built
     meta = folders["shapes_motion"] / "meta.json"
@@ -83,6 +84,7 @@ def test_rebuilding_is_a_no_op_and_other_settings_are_refused(built):
         build_minivideo(root, tasks=["digits"])
 
 
+@pytest.mark.slow
 def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     calls = []
 

@@ -19,6 +19,7 @@ def config(tmp_path, dataset: str) -> TrainConfig:
                        output_dir=str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", sorted(WRITERS))
 def test_real_format_trains_and_evaluates(tmp_path, monkeypatch, dataset):
     accept_fake_checksums(monkeypatch)

@@ -6,11 +6,13 @@ from tests.engine.fixtures import write_vtab_task
 from tests.engine.test_engine import TINY, config
 
 
+@pytest.mark.slow
 def test_missing_dataset_root(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere: VTAB-1K root not found"):
         train(TrainConfig(**TINY, data_root=str(tmp_path / "nowhere"), task="toy", output_dir=str(tmp_path / "r")))
 
 
+@pytest.mark.slow
 def test_missing_task_and_list_file(tmp_path):
     cfg = config(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"cifar: task folder not found.*\['toy'\]"):
@@ -20,6 +22,7 @@ def test_missing_task_and_list_file(tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line, message", [
     ("images/test/000000.png", r"test.txt:1: expected '<image path> <integer label>'"),
     ("images/test/000000.png cat", r"test.txt:1: expected '<image path> <integer label>'"),
@@ -33,6 +36,7 @@ def test_list_lines_that_do_not_parse(tmp_path, line, message):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_empty_split(tmp_path):
     cfg = config(tmp_path)
     (tmp_path / "vtab" / "toy" / "train800val200.txt").write_text("\n")
@@ -40,6 +44,7 @@ def test_empty_split(tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_missing_and_broken_images_fail_or_are_skipped(tmp_path):
     cfg = config(tmp_path, epochs=1)
     folder = tmp_path / "vtab" / "toy"
@@ -56,6 +61,7 @@ def test_missing_and_broken_images_fail_or_are_skipped(tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_checkpoint_that_does_not_fit_the_data(tmp_path):
     train(config(tmp_path, epochs=1))
     write_vtab_task(tmp_path / "vtab", "bigger", classes=5)
@@ -67,6 +73,7 @@ def test_checkpoint_that_does_not_fit_the_data(tmp_path):
         evaluate_run(tmp_path / "run", ('model_kwargs={"patch_size": 8, "depth": 2, "embed_dim": 96, "num_heads": 3}',))
 
 
+@pytest.mark.slow
 def test_unknown_or_invalid_settings_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['epoch'\]"):
         TrainConfig.load([], ["epoch=3"])
@@ -80,6 +87,7 @@ def test_unknown_or_invalid_settings_are_named(tmp_path):
         train(config(tmp_path, precision="fp16", device="cpu"))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     import torch
     import dytune.engine.trainer as trainer

@@ -27,6 +27,7 @@ def config(tmp_path: Path, **kw) -> TrainConfig:
                           "output_dir": str(tmp_path / "run"), "vpt_tokens": 2, "lora_rank": 2, **kw})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_trains_and_evaluates(tmp_path, method):
     results = train(config(tmp_path, method=method))
@@ -50,11 +51,13 @@ def test_every_method_trains_and_evaluates(tmp_path, method):
             evaluate_run(run, checkpoint="last", execution_mode="complete")
 
 
+@pytest.mark.slow
 def test_trainable_parameters_per_method(tmp_path):
     counts = {m: train(config(tmp_path / m, method=m, epochs=1))["trainable_params"] for m in ("linear", "dyt", "full")}
     assert counts["linear"] < counts["dyt"] < counts["full"]
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     straight = train(config(tmp_path / "a", epochs=3))
     cfg = config(tmp_path / "b", epochs=3, stop_after=1)
@@ -71,6 +74,7 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     assert [row.split(",")[0] for row in log[1:]] == ["1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(tmp_path):
     train(config(tmp_path, epochs=1))
     with pytest.raises(ValueError, match=r"different config: bottleneck: 64 -> 4"):
@@ -79,6 +83,7 @@ def test_resume_refuses_a_different_config(tmp_path):
         train(config(tmp_path / "empty"), resume=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_layer", [False, True])
 def test_budget_curve_recalibrates_a_trained_run_without_changing_it(tmp_path, capsys, per_layer):
     final = train(config(tmp_path, method="dyt"))["final"]
@@ -94,6 +99,7 @@ def test_budget_curve_recalibrates_a_trained_run_without_changing_it(tmp_path, c
     assert evaluate_run(run, checkpoint="last")["gmacs"] == pytest.approx(final["gmacs"])  # thresholds not saved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["adaptformer", "linear"])
 def test_budget_curve_needs_a_dynamic_run(tmp_path, capsys, method):
     train(config(tmp_path, method=method, epochs=1))
@@ -104,6 +110,7 @@ def test_budget_curve_needs_a_dynamic_run(tmp_path, capsys, method):
     assert "'0.5,2': expected keep rates in [0, 1]" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_image_folder_and_cli(tmp_path, capsys):
     root = write_image_folder(tmp_path / "folder")
     out = tmp_path / "run"
@@ -116,6 +123,7 @@ def test_image_folder_and_cli(tmp_path, capsys):
     assert '"acc"' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_eval_folder_with_a_class_the_training_split_lacks_names_an_image(tmp_path):
     root = write_image_folder(tmp_path / "folder", classes=2)
     extra = root / "val" / "class_9"
@@ -129,6 +137,7 @@ def test_eval_folder_with_a_class_the_training_split_lacks_names_an_image(tmp_pa
         train(cfg)
 
 
+@pytest.mark.slow
 def test_vtab_commands_run_tasks_and_summarise(tmp_path, capsys):
     for task in ("cifar", "svhn"):
         write_vtab_task(tmp_path / "vtab", task, classes=3)
@@ -148,6 +157,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_matches_one_process_metrics(tmp_path):
     cfg = config(tmp_path, epochs=1, method="adaptformer", lr=0.0, min_lr=0.0)
     single = train(cfg)["final"]
@@ -175,6 +185,7 @@ def test_fashion_mnist_from_the_debian_files(tmp_path):
     assert len(data) == 10000 and image.shape == (3, 32, 32) and 0 <= label < 10 and len(data.classes) == 10
 
 
+@pytest.mark.slow
 def test_linear_probe_on_cached_features_trains_like_the_full_forward(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
@@ -188,6 +199,7 @@ def test_linear_probe_on_cached_features_trains_like_the_full_forward(tmp_path, 
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
     from safetensors.torch import load_file
 
@@ -200,11 +212,13 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_cpu(tmp_path):
     results = train(config(tmp_path, precision="bf16", epochs=1, clip_grad=1.0))
     assert results["final"]["images"] == 12 and 0.0 < results["final"]["keep_rate"] < 1.0
 
 
+@pytest.mark.slow
 def test_predict_prints_top_classes_keep_rate_macs_and_writes_skip_maps(tmp_path, capsys):
     cfg = config(tmp_path, epochs=1)
     (Path(cfg.data_root) / "toy" / "classes.txt").write_text("red\ngreen\nblue\n")

@@ -94,6 +94,7 @@ class _Trainers:
         self.proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 @posix_only
 def test_kill_at_every_step_of_the_checkpoint_write_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     common = dict(epochs=3, adapter_dropout=0.0)
@@ -120,6 +121,7 @@ def test_kill_at_every_step_of_the_checkpoint_write_then_resume_ends_like_an_uni
     assert killed_steps > 5
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_with_the_holders_process(tmp_path, capsys):
     cfg = config(tmp_path, epochs=1)
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dytune.engine.rundir import RunLock; "
@@ -139,6 +141,7 @@ def test_a_second_writer_is_refused_with_the_holders_process(tmp_path, capsys):
     assert train(cfg)["epochs_done"] == 1  # the dead holder's lock is taken over
 
 
+@pytest.mark.slow
 def test_a_fresh_run_over_a_finished_one_is_refused_unless_overwrite(tmp_path):
     first = train(config(tmp_path, epochs=1))
     before = (tmp_path / "run" / "results.json").read_text()
@@ -150,6 +153,7 @@ def test_a_fresh_run_over_a_finished_one_is_refused_unless_overwrite(tmp_path):
     assert again["epochs_done"] == 2 and first["epochs_done"] == 1
 
 
+@pytest.mark.slow
 def test_every_log_writer_is_closed_also_when_a_finished_run_is_called_again(tmp_path, monkeypatch):
     """Defect 8: a finished run returned early and left its TensorBoard writer open."""
     from torch.utils.tensorboard import SummaryWriter
@@ -173,6 +177,7 @@ def test_every_log_writer_is_closed_also_when_a_finished_run_is_called_again(tmp
     assert opened and set(opened) <= set(closed)
 
 
+@pytest.mark.slow
 def test_a_moved_run_folder_resumes(tmp_path):
     straight = train(config(tmp_path / "a", epochs=2))
     train(config(tmp_path / "b", epochs=2, stop_after=1))
@@ -184,6 +189,7 @@ def test_a_moved_run_folder_resumes(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_torchrun_with_a_one_image_evaluation_set_trains_and_evaluates(tmp_path):
     root = tmp_path / "vtab"
     write_vtab_task(root, "one", counts={"train800": 12, "val200": 2, "test": 1})

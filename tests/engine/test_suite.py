@@ -10,6 +10,7 @@ from tests.engine.fixtures import write_vtab_task
 from tests.engine.test_engine import TINY
 
 
+@pytest.mark.slow
 def test_suite_runs_resumes_and_reports(tmp_path, capsys):
     for task in ("a", "b"):
         write_vtab_task(tmp_path / "data", task)
@@ -82,6 +83,7 @@ def grid_suite(tmp_path, **changes):
     return path
 
 
+@pytest.mark.slow
 def test_grid_search_chooses_on_validation_then_trains_the_choice(tmp_path, capsys):
     path, out = grid_suite(tmp_path), tmp_path / "suite"
     assert main(["suite", str(path), "--search-only", "--only", "linear-shared"]) == 0
@@ -163,6 +165,7 @@ def test_grid_and_select_errors_name_the_file_and_key(tmp_path, changes, message
         load_suite(path)
 
 
+@pytest.mark.slow
 def test_select_as_and_search_only_need_a_grid(tmp_path, capsys):
     path = grid_suite(tmp_path, grid=None, select=None)
     suite = {k: v for k, v in yaml.safe_load(path.read_text()).items() if v is not None}

@@ -83,6 +83,7 @@ def test_other_worker_errors_keep_torchs_traceback(error, raised, message):
         DataLoader(Failing(error), batch_size=2, num_workers=2).dataset[5]
 
 
+@pytest.mark.slow
 def test_a_bad_mask_in_a_worker_is_one_line_in_train_and_eval(tmp_path, capfd):
     ade = write_ade(tmp_path / "ade", counts=(("training", 8), ("validation", 4)))
     run = tmp_path / "run"
@@ -111,6 +112,7 @@ def test_a_bad_mask_in_a_worker_is_one_line_in_train_and_eval(tmp_path, capfd):
     assert "Traceback (most recent call last)" in str(info.value.__cause__)
 
 
+@pytest.mark.slow
 def test_an_undecodable_video_in_a_worker_is_one_line(tmp_path, capfd):
     pytest.importorskip("av")
     from tests.tasks.test_video_task import config as video_config

@@ -28,6 +28,7 @@ def _check_on_onnxruntime(model, path, batches, mode):
         assert abs(run(x.numpy()) - expected.numpy()).max() <= ATOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant,experts", [("mlp", 1), ("attn", 1), ("attn_mlp", 1), ("layer", 1), ("mlp", 3),
                                              ("layer", 3)])
 def test_capacity_export_matches_eager_capacity_on_onnxruntime(tmp_path, variant, experts):
@@ -42,6 +43,7 @@ def test_capacity_export_matches_eager_capacity_on_onnxruntime(tmp_path, variant
     _check_on_onnxruntime(model, tmp_path / "m.onnx", [torch.randn(5, 3, 32, 32)], "capacity")  # any batch size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["mlp", "layer"])
 def test_threshold_export_keeps_data_dependent_token_counts(tmp_path, variant):
     model = converted("vit_cls", variant=variant).eval()
@@ -58,6 +60,7 @@ def test_threshold_export_keeps_data_dependent_token_counts(tmp_path, variant):
     _check_on_onnxruntime(model, tmp_path / "m.onnx", batches, "sparse")
 
 
+@pytest.mark.slow
 def test_exported_program_of_both_routings(tmp_path):
     model = converted("vit_cls", variant="attn_mlp").eval()
     example, other = _batches()
@@ -68,6 +71,7 @@ def test_exported_program_of_both_routings(tmp_path):
         assert report["verification"]["torch"]["max_abs_diff"] <= ATOL
 
 
+@pytest.mark.slow
 def test_dense_and_adaptformer_export(tmp_path):
     example, other = _batches()
     for name, model in (("dense", tiny_vit()), ("adaptformer", converted("vit_cls", layers=()))):
@@ -75,6 +79,7 @@ def test_dense_and_adaptformer_export(tmp_path):
         assert report["routing"] == "none" and report["verification"]["onnxruntime"]["passed"]
 
 
+@pytest.mark.slow
 def test_exports_that_cannot_work_are_refused_with_the_reason(tmp_path):
     example, _ = _batches()
     no_prefix = converted("avgpool_no_cls", variant="attn").eval()
@@ -101,6 +106,7 @@ def test_a_missing_runtime_names_the_extra(monkeypatch):
         runtime_compiler("tensorrt")
 
 
+@pytest.mark.slow
 def test_openvino_runs_the_same_export(tmp_path):
     pytest.importorskip("openvino", reason="openvino is not installed")
     model = converted("vit_cls", variant="layer").eval()

@@ -23,6 +23,7 @@ def _export(run: Path, out: Path, *extra: str) -> dict:
     return report
 
 
+@pytest.mark.slow
 def test_readme_example_classifies_an_image_as_dytune_predict_does(tmp_path, capsys):
     cfg = image_config(tmp_path, epochs=1, method="dyt")
     (Path(cfg.data_root) / "toy" / "classes.txt").write_text("red\ngreen\nblue\n")
@@ -45,6 +46,7 @@ def test_readme_example_classifies_an_image_as_dytune_predict_does(tmp_path, cap
         assert meta["classes"][logits[0].argmax()] == expected
 
 
+@pytest.mark.slow
 def test_image_runs_export_with_both_routings_and_evaluate_with_capacity(tmp_path, capsys):
     cfg = image_config(tmp_path, epochs=1, method="dyt")
     train(cfg)
@@ -59,6 +61,7 @@ def test_image_runs_export_with_both_routings_and_evaluate_with_capacity(tmp_pat
     assert "a onnx export is written to a .onnx file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_adaptformer_runs_export_and_refuse_a_capacity(tmp_path, capsys):
     cfg = image_config(tmp_path, epochs=1, method="adaptformer")
     train(cfg)
@@ -69,6 +72,7 @@ def test_adaptformer_runs_export_and_refuse_a_capacity(tmp_path, capsys):
         evaluate_run(Path(cfg.output_dir), execution_mode="capacity")
 
 
+@pytest.mark.slow
 def test_video_run_exports_with_multi_view_averaging(tmp_path):
     cfg = video_config(tmp_path, epochs=1, method="dyt", test_views=2)
     train(cfg)
@@ -76,6 +80,7 @@ def test_video_run_exports_with_multi_view_averaging(tmp_path):
     assert report["task"] == "video" and report["input_shape"][1] == 2  # [batch, views, frames, C, H, W]
 
 
+@pytest.mark.slow
 def test_segmentation_run_exports_with_sliding_windows(tmp_path):
     root = write_ade(tmp_path / "ade", counts=(("training", 8), ("validation", 2)))
     cfg = seg_config(root, tmp_path / "run", method="dyt", epochs=1)

@@ -26,6 +26,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_registered_task_trains_and_evaluates_through_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *TOY, f"output_dir={out}"]) == 0
@@ -62,6 +63,7 @@ def test_unknown_dataset_names_the_registered_ones():
         task_for_dataset("nope")
 
 
+@pytest.mark.slow
 def test_two_process_run_of_the_toy_task_matches_one_process(tmp_path):
     common = [*TOY, "epochs=1", "lr=1e-12", "min_lr=0.0"]
     assert main(["train", *common, f"output_dir={tmp_path / 'one'}"]) == 0
@@ -78,6 +80,7 @@ def test_two_process_run_of_the_toy_task_matches_one_process(tmp_path):
     assert ddp["gmacs"] == pytest.approx(single["gmacs"])
 
 
+@pytest.mark.slow
 def test_plug_in_settings_are_typed_documented_saved_and_read(tmp_path, capsys):
     out = tmp_path / "run"
     args = [*TOY, "method=toy-gain-adapter", "epochs=1", "toy_train_images=16", "toy_mirror_view=false",
@@ -105,6 +108,7 @@ def test_plug_in_settings_are_typed_documented_saved_and_read(tmp_path, capsys):
     assert "toy_train_images=0: expected an integer >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_suite_of_plug_ins_runs_with_their_settings_from_yaml(tmp_path):
     base = dict(item.split("=", 1) for item in TOY if not item.startswith(("custom_imports", "model_kwargs")))
     suite = {"base": {**{k: yaml.safe_load(v) for k, v in base.items()}, "custom_imports": ["tests.tasks.toy_task"],

@@ -98,6 +98,7 @@ def test_poly_schedule_after_warm_up():
         TrainConfig(lr_schedule="step")
 
 
+@pytest.mark.slow
 def test_dyt_trains_and_clearly_beats_chance(dyt_run):
     results = json.loads((dyt_run / "results.json").read_text())
     final = results["final"]
@@ -109,6 +110,7 @@ def test_dyt_trains_and_clearly_beats_chance(dyt_run):
     assert 0.0 < final["gmacs_pct_dense"] < 100.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", ["slide", "whole"])
 def test_sliding_and_whole_image_testing_agree_where_one_window_covers_the_image(dyt_run, inference):
     # seg_scale [64, 32] resizes the 32 px test images to 32: one 32 px window covers them
@@ -126,6 +128,7 @@ def _unfused(model):
     return model.requires_grad_(False)  # the counter hooks leaf inputs that need grad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference, size", [("whole", 32), ("slide", 32), ("slide", 48), ("whole", 48)])
 def test_macs_per_image_match_torch_counter(dyt_run, inference, size):
     loaded = load_run(dyt_run, (f"seg_inference={inference}", "seg_stride=16"))
@@ -137,6 +140,7 @@ def test_macs_per_image_match_torch_counter(dyt_run, inference, size):
     assert ours == counter.get_total_flops() // 2
 
 
+@pytest.mark.slow
 def test_sparse_equals_masked_for_the_segmentation_model(dyt_run):
     loaded = load_run(dyt_run)
     model = loaded.model.eval()
@@ -147,6 +151,7 @@ def test_sparse_equals_masked_for_the_segmentation_model(dyt_run):
     torch.testing.assert_close(sparse, masked, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_run_folder_is_a_save_pretrained_folder_that_bench_times(dyt_run):
     """The run's weights load with `dytune.from_pretrained` onto a fresh segmenter, and `dytune bench --checkpoint`
     times that model (its trained thresholds kept, keep rate not recalibrated)."""
@@ -171,6 +176,7 @@ def test_a_run_folder_is_a_save_pretrained_folder_that_bench_times(dyt_run):
     assert {r["method"] for r in rows} == {"dense", "dyt-mlp"}
 
 
+@pytest.mark.slow
 def test_a_segmentation_run_resumes_to_the_same_result(ade, tmp_path):
     straight = train(config(ade, tmp_path / "a", method="adaptformer", epochs=2))
     train(config(ade, tmp_path / "b", method="adaptformer", epochs=2, stop_after=1))
@@ -178,6 +184,7 @@ def test_a_segmentation_run_resumes_to_the_same_result(ade, tmp_path):
     assert resumed["final"]["miou"] == pytest.approx(straight["final"]["miou"])
 
 
+@pytest.mark.slow
 def test_pixel_distillation_and_the_baselines_train(ade, tmp_path):
     for method, extra in (("dyt", {"distill": True}), ("linear", {}), ("full", {})):
         final = train(config(ade, tmp_path / method, method=method, epochs=1, **extra))["final"]
@@ -186,6 +193,7 @@ def test_pixel_distillation_and_the_baselines_train(ade, tmp_path):
         train(config(ade, tmp_path / "bad", method="adaptformer", distill=True, epochs=1))
 
 
+@pytest.mark.slow
 def test_predict_writes_palette_masks_overlays_and_skip_maps(dyt_run, ade, tmp_path, capsys):
     image = ade / "images" / "validation" / "0000.jpg"
     capsys.readouterr()
@@ -211,6 +219,7 @@ def _odd_image(folder: Path, width: int, height: int, suffix: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width, height, suffix", [(64, 48, "png"), (70, 45, "jpg")])
 def test_skip_maps_of_images_whose_test_size_is_not_a_multiple_of_the_patch(dyt_run, tmp_path, capsys, width,
                                                                             height, suffix):
@@ -224,6 +233,7 @@ def test_skip_maps_of_images_whose_test_size_is_not_a_multiple_of_the_patch(dyt_
     assert 0.0 < row["keep_rate"] < 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width, height, suffix", [(64, 48, "png"), (70, 45, "jpg")])
 def test_predicted_masks_and_overlays_have_the_input_image_size(dyt_run, tmp_path, capsys, width, height, suffix):
     image = _odd_image(tmp_path, width, height, suffix)
@@ -255,6 +265,7 @@ def test_predicted_logits_are_resized_to_the_image_before_the_argmax(ade, tmp_pa
     assert restored.argmax(0).tolist() == [[0, 0, 0, 2, 2, 1, 1, 1]] * 2
 
 
+@pytest.mark.slow
 def test_checkpoints_of_another_task_or_class_count_are_refused(dyt_run, ade, tmp_path):
     with pytest.raises(ValueError, match="holds a segmentation model"):
         load_run(dyt_run, ("dataset=vtab",), with_data=False)
@@ -264,6 +275,7 @@ def test_checkpoints_of_another_task_or_class_count_are_refused(dyt_run, ade, tm
         evaluate_run(dyt_run, (f"data_root={more}",))
 
 
+@pytest.mark.slow
 def test_bad_segmentation_settings_are_named(ade, tmp_path):
     task = build_task(config(ade, tmp_path / "x", seg_scale=[64]))
     with pytest.raises(ValueError, match=r"seg_scale=\[64\]: expected \[long, short\]"):
@@ -276,6 +288,7 @@ def test_bad_segmentation_settings_are_named(ade, tmp_path):
         train(config(tmp_path / "empty", tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_two_process_evaluation_equals_one_process(dyt_run):
     single = evaluate_run(dyt_run)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",

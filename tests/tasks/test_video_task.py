@@ -86,6 +86,7 @@ def config(tmp_path: Path, dataset: str = "k400", **kw) -> TrainConfig:
                           "output_dir": str(tmp_path / "run"), **kw})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["k400", "ssv2"])
 def test_dyt_on_video_trains_and_beats_chance_with_multi_view_testing(tmp_path, dataset):
     results = train(config(tmp_path, dataset))
@@ -96,6 +97,7 @@ def test_dyt_on_video_trains_and_beats_chance_with_multi_view_testing(tmp_path, 
     assert final["gmacs_per_view"] == pytest.approx(final["gmacs"] / 2)
 
 
+@pytest.mark.slow
 def test_eval_label_beyond_the_training_classes_names_list_file_and_line(tmp_path):
     cfg = config(tmp_path)  # no classes.txt: the class count is the training list's largest label + 1
     root = Path(cfg.data_root)
@@ -110,6 +112,7 @@ def test_eval_label_beyond_the_training_classes_names_list_file_and_line(tmp_pat
         train(cfg)
 
 
+@pytest.mark.slow
 def test_padded_clips_are_counted_in_the_log_and_results(tmp_path, capsys):
     cfg = config(tmp_path, epochs=1, num_workers=2)  # clips of 4 frames at stride 2 need 7 frames
     root, rng = Path(cfg.data_root), np.random.default_rng(5)
@@ -131,6 +134,7 @@ def _unfused(model):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dyt", "adaptformer", "linear"])
 def test_macs_per_clip_match_torch_counter(tmp_path, method):
     run = tmp_path / "run"
@@ -146,6 +150,7 @@ def test_macs_per_clip_match_torch_counter(tmp_path, method):
     assert ours == counter.get_total_flops() // 2
 
 
+@pytest.mark.slow
 def test_video_run_resumes_and_predicts_with_a_skip_map_over_frames(tmp_path, capsys):
     straight = train(config(tmp_path / "a", epochs=2))
     train(config(tmp_path / "b", epochs=2, stop_after=1))
@@ -161,6 +166,7 @@ def test_video_run_resumes_and_predicts_with_a_skip_map_over_frames(tmp_path, ca
     assert Path(row["skip_map"]).is_file()
 
 
+@pytest.mark.slow
 def test_two_process_video_run_matches_one_process(tmp_path):
     cfg = config(tmp_path, epochs=1, lr=0.0, min_lr=0.0)
     single = train(cfg)["final"]
