@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .backbones import Backbone, backbone_for, find_backbone
 from .config import DyTConfig
-from .convert import convert, inner_vit
+from .convert import convert
 from .modules.adapter import Adapter, MoEAdapter
 from .modules.dispatcher import TokenDispatcher
 from .utils.io import atomic_write
@@ -25,19 +26,6 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
 FORMAT_VERSION = 1
 PathLike = Union[str, os.PathLike]
-
-
-def _architecture(model: nn.Module) -> Dict[str, Any]:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return {
-        "architecture": cfg.get("architecture"),
-        "tag": cfg.get("tag"),
-        "embed_dim": model.embed_dim,
-        "depth": len(model.blocks),
-        "num_heads": model.blocks[0].attn.num_heads,
-        "num_prefix_tokens": model.num_prefix_tokens,
-        "patch_size": list(model.patch_embed.patch_size),
-    }
 
 
 def trained_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -55,8 +43,8 @@ def trained_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {k: state[k].detach().cpu().contiguous() for k in sorted(keys)}
 
 
-def _converted_vit(model: nn.Module) -> nn.Module:
-    """The converted timm ViT that is `model` or sits inside it (a task model around a backbone)."""
+def _converted_backbone(model: nn.Module) -> nn.Module:
+    """The converted backbone that is `model` or sits inside it (a task model around a backbone)."""
     for module in model.modules():
         if isinstance(getattr(module, "dytune_config", None), DyTConfig):
             return module
@@ -76,8 +64,8 @@ def save_pretrained(model: nn.Module, path: PathLike, dtype: Optional[torch.dtyp
         dtype: Store floating-point tensors in this dtype (e.g. torch.float16 halves the file); loading casts them
             back to the model's dtype.
     """
-    vit = _converted_vit(model)
-    config: DyTConfig = vit.dytune_config
+    inner = _converted_backbone(model)
+    config: DyTConfig = inner.dytune_config
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -90,7 +78,7 @@ def save_pretrained(model: nn.Module, path: PathLike, dtype: Optional[torch.dtyp
         "dytune_version": __version__,
         "timm_version": timm.__version__,
         "torch_version": torch.__version__.split("+")[0],
-        "backbone": _architecture(vit),
+        "backbone": backbone_for(inner).architecture(),
         "num_classes": getattr(model, "num_classes", None),  # None: a task model without classes (e.g. regression)
         "model": type(model).__name__,
         "config": config.to_dict(),
@@ -130,15 +118,15 @@ def from_pretrained(path: PathLike, base: nn.Module, is_trainable: bool = False)
     path = Path(path)
     meta = read_pretrained_config(path)
     try:
-        vit = inner_vit(base)
+        backbone: Backbone = find_backbone(base)
     except TypeError as e:
         raise TypeError(f"from_pretrained: {e} to convert") from None
-    saved_type = meta.get("model", "VisionTransformer")
-    if (vit is base) != (saved_type == "VisionTransformer") or (vit is not base and type(base).__name__ != saved_type):
+    vit = backbone.model
+    saved_type = meta.get("model", type(vit).__name__)  # configs without it were saved from a bare backbone
+    if saved_type != type(base).__name__:
         raise ValueError(f"{path}: saved from a {saved_type}; the base is a {type(base).__name__}")
-    saved, actual = meta["backbone"], _architecture(vit)
-    mismatched = {k: (saved[k], actual[k]) for k in ("embed_dim", "depth", "num_heads", "num_prefix_tokens")
-                  if k in saved and saved[k] != actual[k]}
+    saved = meta["backbone"]
+    mismatched = backbone.architecture_mismatches(saved)
     if mismatched:
         details = ", ".join(f"{k}: saved {a}, base {b}" for k, (a, b) in mismatched.items())
         raise ValueError(f"{path}: the base model does not match the saved backbone "
@@ -147,7 +135,7 @@ def from_pretrained(path: PathLike, base: nn.Module, is_trainable: bool = False)
         if vit is not base:
             raise ValueError(f"{path}: saved with {meta['num_classes']} classes; the base has "
                              f"{getattr(base, 'num_classes', None)}")
-        base.reset_classifier(meta["num_classes"])
+        backbone.reset_classifier(meta["num_classes"])
     convert(vit, DyTConfig.from_dict(meta["config"]))
     model = base
     weights = path / WEIGHTS_NAME
@@ -198,23 +186,22 @@ def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
 
 
 def load_backbone_weights(model: nn.Module, checkpoint_path: PathLike) -> nn.Module:
-    """Load pretrained backbone weights from a local file into a timm ViT (before or without conversion).
+    """Load pretrained backbone weights from a local file into a backbone (before or without conversion).
 
-    Accepts timm/PyTorch state dicts (.pth/.pt/.bin, unpickled with weights_only=True), .safetensors, and Google's
-    .npz. `pre_logits.*` (the in21k representation layer) is dropped, and so is a head whose class count differs
-    from the model's (e.g. the 21,843-class in21k head). Position embeddings are resampled by timm when the image
-    size differs.
+    Accepts timm/PyTorch state dicts (.pth/.pt/.bin, unpickled with weights_only=True), .safetensors, and the
+    family's own formats (Google's .npz for a timm ViT). The family maps the file's keys onto the model's
+    (`Backbone.adapt_state_dict`: for a timm ViT `pre_logits.*`, the in21k representation layer, is dropped and
+    position embeddings are resampled when the image size differs); a head whose class count differs from the
+    model's (e.g. the 21,843-class in21k head) is dropped.
     """
-    from timm.models.vision_transformer import _load_weights, checkpoint_filter_fn
-
+    backbone = backbone_for(model, "load_backbone_weights")
     path = Path(checkpoint_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: backbone checkpoint not found")
     if path.suffix.lower() == ".npz":
-        _load_weights(model, str(path))
+        backbone.load_native(str(path))
         return model
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("pre_logits.")}
-    state = checkpoint_filter_fn(state, model)
+    state = backbone.adapt_state_dict(_read_state_dict(path))
     own = model.state_dict()
     dropped_head = [k for k in list(state) if k.startswith("head") and k in own and state[k].shape != own[k].shape]
     for k in dropped_head:

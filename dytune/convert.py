@@ -1,101 +1,62 @@
-"""Patch dynamic tuning into a timm VisionTransformer, and model-level controls (execution mode, temperature)."""
+"""Patch dynamic tuning into a backbone (`dytune.backbones`), and model-level controls (execution mode, temperature)."""
 from __future__ import annotations
 
 import contextlib
-import inspect
-import warnings
 from typing import Iterator, List, Optional
 
-import timm
 import torch
-from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
+from .backbones import backbone_for, find_backbone
 from .config import DyTConfig
 from .modules.attention import supports_query_subset
-from .modules.blocks import BLOCK_VARIANTS, EXECUTION_MODES, TIMM_BLOCK_PARTS, DynamicBlock
+from .modules.blocks import BLOCK_VARIANTS, EXECUTION_MODES, DynamicBlock
 
 __all__ = ["convert", "converted_config", "inner_vit", "is_converted", "execution", "dynamic_blocks", "keep_masks",
            "keep_rates", "logits_only", "set_tau", "set_tau_progress"]
 
-TESTED_TIMM = ((1, 0, 20), (1, 1, 0))  # [lower, upper) bound of the timm releases the ViT internals were checked on
+
+def _check_input(model: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: reject images the backbone cannot take, with a message saying what fits."""
+    backbone_for(model).check_input(args[0] if args else None)
 
 
-def _timm_version() -> tuple:
-    parts = []
-    for piece in timm.__version__.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
-
-def _check_supported(model: nn.Module) -> None:
-    if not isinstance(model, VisionTransformer):
-        raise TypeError(
-            f"dytune.convert expects a timm VisionTransformer (e.g. timm.create_model('vit_base_patch16_224')), "
-            f"got {type(model).__name__}")
-    if any(isinstance(b, DynamicBlock) for b in model.blocks):
-        raise ValueError("this model is already converted by dytune.convert")
-    lo, hi = TESTED_TIMM
-    if not lo <= _timm_version() < hi:
-        warnings.warn(f"dytune was tested with timm >= {'.'.join(map(str, lo))}, < {'.'.join(map(str, hi))}; "
-                      f"found timm {timm.__version__}", stacklevel=3)
-    for i, block in enumerate(model.blocks):
-        if type(block) is not Block:
-            raise TypeError(f"block {i} is a {type(block).__name__}; dytune supports timm's pre-norm "
-                            f"vision_transformer.Block only (timm {timm.__version__})")
-        missing = [n for n in TIMM_BLOCK_PARTS if not hasattr(block, n)]
-        if missing or "attn_mask" not in inspect.signature(block.attn.forward).parameters:
-            raise RuntimeError(
-                f"timm {timm.__version__} lays out ViT blocks differently from what dytune supports "
-                f"(missing {missing or 'Attention.forward(attn_mask=...)'}); install timm>="
-                f"{'.'.join(map(str, lo))},<{'.'.join(map(str, hi))}")
-
-
-def _check_input(model: VisionTransformer, args: tuple) -> None:
-    """Forward pre-hook: reject images the patch embedding cannot take, with a message saying what fits."""
-    x = args[0] if args else None
-    embed = model.patch_embed
-    channels = embed.proj.in_channels
-    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != channels:
-        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(f"dytune model input: expected images of shape [B, {channels}, H, W], got {shape}")
-    height, width = x.shape[-2:]
-    ph, pw = embed.patch_size
-    if not model.dynamic_img_size and getattr(embed, "strict_img_size", True) and (height, width) != tuple(embed.img_size):
-        raise ValueError(
-            f"dytune model input: this model takes {embed.img_size[0]}x{embed.img_size[1]} images, got "
-            f"{height}x{width}; create the timm model with img_size=({height}, {width}) or dynamic_img_size=True")
-    if not getattr(embed, "dynamic_img_pad", False) and (height % ph or width % pw):
-        raise ValueError(f"dytune model input: {height}x{width} is not a multiple of the {ph}x{pw} patch size")
-
-
-def convert(model: nn.Module, config: Optional[DyTConfig] = None) -> VisionTransformer:
-    """Add adapters and token dispatchers to a timm VisionTransformer, in place, and freeze the backbone.
+def convert(model: nn.Module, config: Optional[DyTConfig] = None) -> nn.Module:
+    """Add adapters and token dispatchers to a backbone (`dytune.backbones`), in place, and freeze it.
 
     The blocks are replaced by dynamic blocks that adopt the original sub-modules, so the backbone's state-dict keys
     are unchanged. Afterwards only the new modules and the classifier head are trainable. In train mode the model runs
     "masked", in eval mode "sparse" (see `execution`).
 
     Args:
-        model: A timm VisionTransformer with pre-norm `Block`s (ViT, DeiT, CLIP-style, register/LayerScale models).
+        model: A model of a registered backbone family, e.g. a timm VisionTransformer with pre-norm `Block`s
+            (ViT, DeiT, CLIP-style, register/LayerScale models).
         config: Conversion settings; `DyTConfig()` if omitted.
 
     Returns:
         The same model object, converted.
     """
     config = config or DyTConfig()
-    _check_supported(model)
-    depth = len(model.blocks)
+    backbone = backbone_for(model, "dytune.convert")
+    if any(isinstance(b, DynamicBlock) for b in backbone.blocks):
+        raise ValueError("this model is already converted by dytune.convert")
+    backbone.validate()
+    depth = backbone.depth
     layers = set(range(depth)) if config.layers is None else set(config.layers)
     if any(i >= depth for i in layers):
         raise ValueError(f"DyTConfig.layers={config.layers}: the model has {depth} blocks (indices 0..{depth - 1})")
-    model.requires_grad_(False)
     block_cls = BLOCK_VARIANTS[config.variant]
-    for i, block in enumerate(model.blocks):
-        model.blocks[i] = block_cls(block, model.embed_dim, model.num_prefix_tokens, config, dynamic=i in layers)
-    heads = model.get_classifier()
-    for head in heads if isinstance(heads, tuple) else (heads,):
+    positional = [i for i in sorted(layers) if backbone.position_dependent_attention(i)]
+    if block_cls.dispatches_attention and positional:
+        raise ValueError(f"DyTConfig.variant={config.variant!r} dispatches attention, but the attention of blocks "
+                         f"{positional} depends on token positions, which attention over kept tokens does not pass "
+                         f"in {backbone.family}; use variant='mlp'")
+    model.requires_grad_(False)
+    for i in range(depth):
+        layout = backbone.token_layout(i)
+        backbone.blocks[i] = block_cls(backbone.block_parts(i), layout.dim, layout.num_prefix_tokens, config,
+                                       dynamic=i in layers)
+    for head in backbone.classifier_heads():
         head.requires_grad_(True)
     model.dytune_config = config
     model.register_forward_pre_hook(_check_input)
@@ -113,13 +74,9 @@ def converted_config(model: nn.Module) -> Optional[DyTConfig]:
 
 
 def inner_vit(model: nn.Module) -> nn.Module:
-    """The timm VisionTransformer that is `model` or sits inside it (a task model around a backbone)."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    for module in model.modules():
-        if isinstance(module, VisionTransformer):
-            return module
-    raise TypeError(f"{type(model).__name__} holds no timm VisionTransformer")
+    """The backbone model (e.g. a timm VisionTransformer) that is `model` or sits inside it (a task model around
+    a backbone); `dytune.backbones.find_backbone` gives it with its protocol."""
+    return find_backbone(model).model
 
 
 def is_converted(model: nn.Module) -> bool:
@@ -140,7 +97,7 @@ def keep_masks(model: nn.Module) -> List[torch.Tensor]:
     return [mask for block in dynamic_blocks(model) for mask in block.keep_masks.values()]
 
 
-def logits_only(model: VisionTransformer, enabled: bool = True) -> VisionTransformer:
+def logits_only(model: nn.Module, enabled: bool = True) -> nn.Module:
     """Let `model(images)` compute, in the last block, only the outputs the classifier reads.
 
     With class-token pooling the head never sees the patch tokens that leave the last block. While enabled, a sparse
@@ -149,7 +106,8 @@ def logits_only(model: VisionTransformer, enabled: bool = True) -> VisionTransfo
     The logits are unchanged; `forward_features`, masked and complete execution are untouched.
 
     Args:
-        model: A converted timm VisionTransformer with `global_pool='token'` and plain adapters.
+        model: A converted backbone that pools the class token (timm's `global_pool='token'`) and has
+            plain adapters.
         enabled: False restores the full last block.
 
     Returns:
@@ -163,10 +121,11 @@ def logits_only(model: VisionTransformer, enabled: bool = True) -> VisionTransfo
     last.prefix_output = False
     if not enabled:
         return model
+    backbone = backbone_for(model, "dytune.logits_only")
     problems = []
-    if getattr(model, "global_pool", None) != "token" or getattr(model, "attn_pool", None) is not None:
-        problems.append(f"global_pool={getattr(model, 'global_pool', None)!r} (needs 'token')")
-    if model.num_prefix_tokens == 0:
+    if backbone.pooling != "token":
+        problems.append(f"global_pool={backbone.pooling!r} (needs 'token')")
+    if backbone.token_layout(backbone.depth - 1).num_prefix_tokens == 0:
         problems.append("no class token")
     if model.dytune_config.experts > 1:
         problems.append("mixture-of-experts adapters route on every token")
@@ -182,12 +141,12 @@ def logits_only(model: VisionTransformer, enabled: bool = True) -> VisionTransfo
     return model
 
 
-def _start_logits_only(model: VisionTransformer, args: tuple) -> None:
-    model.blocks[-1].prefix_output = True  # through the hook's argument, so that deep copies switch their own block
+def _start_logits_only(model: nn.Module, args: tuple) -> None:
+    backbone_for(model).blocks[-1].prefix_output = True  # through the hook's argument: deep copies switch their own
 
 
-def _stop_logits_only(model: VisionTransformer, args: tuple, output: torch.Tensor) -> None:
-    model.blocks[-1].prefix_output = False
+def _stop_logits_only(model: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    backbone_for(model).blocks[-1].prefix_output = False
 
 
 def keep_rates(model: nn.Module) -> List[float]:

@@ -11,6 +11,8 @@ from typing import Any, Callable, List, Optional
 import torch
 from torch import nn
 
+from .backbones import AttentionCounter, backbone_families
+
 __all__ = ["count_macs", "dynamic_macs", "DynamicMacMeter", "tokenwise_macs", "attention_macs"]
 
 
@@ -93,14 +95,11 @@ class _MacCounter:
     def declared(self, module: nn.Module, inputs, output) -> None:
         self.total += int(module.forward_macs(inputs, output))
 
-    def self_attention(self, module: nn.Module, inputs, output) -> None:
-        batch, tokens, _ = inputs[0].shape
-        self.total += batch * 2 * tokens * tokens * (module.qkv.out_features // 3)
-
-    def latent_attention(self, module: nn.Module, inputs, output) -> None:
-        batch, tokens, _ = inputs[0].shape
-        latents = module.latent.shape[1]
-        self.total += batch * 2 * latents * tokens * module.kv.out_features // 2
+    def counted(self, count: AttentionCounter) -> Callable[[nn.Module, tuple, Any], None]:
+        """A forward hook adding `count(module, inputs, output)` (a backbone family's attention matmuls)."""
+        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+            self.total += int(count(module, inputs, output))
+        return hook
 
 
 def _static_modules(model: nn.Module) -> List[nn.Module]:
@@ -124,10 +123,11 @@ def count_macs(model: nn.Module, images: torch.Tensor, norms: bool = True,
     """Per-image multiply-accumulates of one forward pass, from the tokens each layer actually computed.
 
     Runs `model(images)` in its current execution mode (see `dytune.execution`), so a dynamic model is counted with
-    the kept-token counts of every layer for every image. Works on plain timm ViTs too.
+    the kept-token counts of every layer for every image. Works on unconverted models too; attention outside
+    dytune blocks is counted as its backbone family says (`Backbone.attention_counters`).
 
     Args:
-        model: A timm VisionTransformer, converted by `dytune.convert` or not.
+        model: A model of a registered backbone family (or holding one), converted by `dytune.convert` or not.
         images: Input batch [B, C, H, W].
         norms: Count LayerNorms (5 MACs per element, as fvcore). Off, the count equals half of what
             `torch.utils.flop_counter` reports, which ignores normalisation and counts 2 FLOPs per MAC.
@@ -135,9 +135,9 @@ def count_macs(model: nn.Module, images: torch.Tensor, norms: bool = True,
     Returns:
         int64 tensor [B] of MACs per image.
     """
-    from timm.layers import Attention, AttentionPoolLatent
-
     counter = _MacCounter()
+    attention = {kind: counter.counted(count) for family in backbone_families().values()
+                 for kind, count in family.attention_counters().items()}
     handles = []
     batch = images.shape[0]
     dynamic = DynamicMacMeter(model, batch, norms)
@@ -150,10 +150,10 @@ def count_macs(model: nn.Module, images: torch.Tensor, norms: bool = True,
             handles.append(module.register_forward_hook(counter.conv))
         elif norms and isinstance(module, _NORMS):
             handles.append(module.register_forward_hook(counter.norm))
-        elif isinstance(module, Attention):
-            handles.append(module.register_forward_hook(counter.self_attention))
-        elif isinstance(module, AttentionPoolLatent):
-            handles.append(module.register_forward_hook(counter.latent_attention))
+        else:
+            hook = next((h for kind, h in attention.items() if isinstance(module, kind)), None)
+            if hook is not None:
+                handles.append(module.register_forward_hook(hook))
     try:
         with dynamic:
             model(images) if forward is None else forward(model, images)

@@ -9,36 +9,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import find_backbone
 from .convert import dynamic_blocks
 
 __all__ = ["plot_skip_maps", "plot_frame_skip_maps", "plot_segmentation"]
 
 
-def _patch_embed(model: nn.Module) -> nn.Module:
-    """The patch embedding of the ViT that is, or sits inside, `model`."""
-    for module in model.modules():
-        embed = getattr(module, "patch_embed", None)
-        if embed is not None:
-            return embed
-    raise ValueError(f"{type(model).__name__} holds no ViT patch embedding")
-
-
 def _run(model: nn.Module, inputs: torch.Tensor) -> Tuple[Any, Tuple[int, int], Tuple[int, int]]:
-    """`model(inputs)`, the patch size and the token grid the patch embedding made of the last images it embedded.
+    """`model(inputs)`, the patch size and the token grid the backbone made of the last images it embedded.
 
-    The grid is timm's for the size the embedding got: whole patches of inputs padded by the model (the Segmenter)
-    or by timm (`dynamic_img_pad`), else floored.
+    The grid is the backbone's for the size its stem got: whole patches of inputs padded by the model (the
+    Segmenter) or by timm (`dynamic_img_pad`), else floored.
     """
-    embed = _patch_embed(model)
+    try:
+        backbone = find_backbone(model)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
     sizes: List[Tuple[int, int]] = []
-    handle = embed.register_forward_pre_hook(lambda _, args: sizes.append(tuple(args[0].shape[-2:])))
+    handle = backbone.stem.register_forward_pre_hook(lambda _, args: sizes.append(tuple(args[0].shape[-2:])))
     try:
         output = model(inputs)
     finally:
         handle.remove()
     if not sizes:
         raise ValueError(f"{type(model).__name__}: its patch embedding did not run on inputs {tuple(inputs.shape)}")
-    return output, tuple(embed.patch_size), tuple(embed.dynamic_feat_size(sizes[-1]))
+    return output, backbone.stride(), backbone.grid(sizes[-1])
 
 
 def _keep_panels(model: nn.Module) -> List[Tuple[str, torch.Tensor]]:

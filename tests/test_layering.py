@@ -12,17 +12,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dytune"
 LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
     (0, "utils", ("dytune.utils", "dytune.version", "dytune.errors", "dytune.runtime", "dytune.distributed",
                   "dytune.settings")),
-    (1, "core", ("dytune.config", "dytune.modules", "dytune.flops", "dytune.convert", "dytune.capacity",
+    (1, "backbones", ("dytune.backbones",)),
+    (2, "core", ("dytune.config", "dytune.modules", "dytune.flops", "dytune.convert", "dytune.capacity",
                  "dytune.calibrate", "dytune.checkpoint", "dytune.loss", "dytune.tome", "dytune.baselines")),
-    (2, "task parts", ("dytune.data", "dytune.viz", "dytune.metrics_segmentation", "dytune.modules.video",
+    (3, "task parts", ("dytune.data", "dytune.viz", "dytune.metrics_segmentation", "dytune.modules.video",
                        "dytune.modules.segmentation", "dytune.pretrained", "dytune.models")),
-    (3, "tasks", ("dytune.tasks",)),
-    (4, "methods and run settings", ("dytune.methods", "dytune.run_config")),
-    (5, "engine", ("dytune.engine",)),
-    (5, "bench", ("dytune.bench",)),
-    (6, "applications", ("dytune.demo", "dytune.pretrain", "dytune.export")),
-    (7, "command line", ("dytune.cli", "dytune.__main__")),
-    (8, "public API", ("dytune",)),
+    (4, "tasks", ("dytune.tasks",)),
+    (5, "methods and run settings", ("dytune.methods", "dytune.run_config")),
+    (6, "engine", ("dytune.engine",)),
+    (6, "bench", ("dytune.bench",)),
+    (7, "applications", ("dytune.demo", "dytune.pretrain", "dytune.export")),
+    (8, "command line", ("dytune.cli", "dytune.__main__")),
+    (9, "public API", ("dytune",)),
 ]
 
 
@@ -84,5 +85,6 @@ def test_imports_point_down(path):
 
 def test_the_layer_table_sees_imports_inside_functions():
     source = PACKAGE / "utils" / "io.py"
-    assert module_name(source) == "dytune.utils.io" and layer_of("dytune.engine.cli") == (5, "engine")
-    assert layer_of("dytune.modules.video") == (2, "task parts") and layer_of("dytune.modules.blocks") == (1, "core")
+    assert module_name(source) == "dytune.utils.io" and layer_of("dytune.engine.cli") == (6, "engine")
+    assert layer_of("dytune.modules.video") == (3, "task parts") and layer_of("dytune.modules.blocks") == (2, "core")
+    assert layer_of("dytune.backbones.timm_vit") == (1, "backbones")

@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from ..backbones import backbone_for
+
 
 class LoRALinear(nn.Module):
     """base(x) + (alpha / rank) * B(A(x)) with a frozen base Linear and B initialised to zero.
@@ -41,6 +43,6 @@ class LoRALinear(nn.Module):
 
 def add_lora(model: nn.Module, rank: int = 8, alpha: float = 8.0) -> nn.Module:
     """Wrap every block's `attn.qkv` with LoRA, in place."""
-    for block in model.blocks:
+    for block in backbone_for(model, "add_lora").blocks:
         block.attn.qkv = LoRALinear(block.attn.qkv, rank, alpha)
     return model

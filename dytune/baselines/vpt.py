@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from ..backbones import backbone_for
+
 
 class PromptedBlock(nn.Module):
     """Insert `num_prompts` learnable tokens after the prefix tokens, run the block, drop them again.
@@ -36,6 +38,8 @@ def add_deep_prompts(model: nn.Module, num_prompts: int = 10) -> nn.Module:
     """Wrap every block of a timm ViT with its own prompts, in place."""
     if num_prompts < 1:
         raise ValueError(f"vpt_tokens={num_prompts!r}: expected an integer >= 1")
-    for i, block in enumerate(model.blocks):
-        model.blocks[i] = PromptedBlock(block, model.embed_dim, num_prompts, model.num_prefix_tokens)
+    backbone = backbone_for(model, "add_deep_prompts")
+    for i, block in enumerate(backbone.blocks):
+        layout = backbone.token_layout(i)
+        backbone.blocks[i] = PromptedBlock(block, layout.dim, num_prompts, layout.num_prefix_tokens)
     return model

@@ -20,6 +20,7 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
+from ..backbones.base import BlockParts
 from ..config import DyTConfig
 from ..flops import attention_macs, tokenwise_macs
 from .adapter import Adapter, build_adapter
@@ -65,9 +66,6 @@ class SubBlockHook(Protocol):
     def __call__(self, block: "DynamicBlock", x: torch.Tensor) -> torch.Tensor: ...
 
 
-TIMM_BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
-
-
 def _autocast_enabled(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
@@ -108,10 +106,10 @@ def add_adapter_(x: torch.Tensor, adapter: nn.Module) -> torch.Tensor:
 
 
 class DynamicBlock(nn.Module):
-    """Base class: a timm pre-norm block whose sub-blocks can be skipped per token.
+    """Base class: a pre-norm block whose sub-blocks can be skipped per token.
 
     Args:
-        block: The timm `Block` whose sub-modules are adopted.
+        block: The sub-modules adopted: a backbone's `BlockParts`, or a timm `Block` (which has them by name).
         dim: Token width.
         num_prefix_tokens: Leading class/distillation/register tokens; they are never skipped.
         config: Adapter and dispatcher settings.
@@ -128,7 +126,7 @@ class DynamicBlock(nn.Module):
 
     def __init__(self, block: nn.Module, dim: int, num_prefix_tokens: int, config: DyTConfig, dynamic: bool) -> None:
         super().__init__()
-        for name in TIMM_BLOCK_PARTS:
+        for name in BlockParts._fields:
             setattr(self, name, getattr(block, name))
         self.dim = dim
         self.num_prefix_tokens = num_prefix_tokens

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones import backbone_for
+
 __all__ = [
     "ConvModule", "FeaturePyramidNeck", "PyramidPoolingModule", "UPerHead", "FCNHead", "Segmenter",
     "SegmentationLoss", "default_out_indices", "pixel_cross_entropy", "pixel_distillation", "resize", "slide_inference", "sync_batchnorm",
@@ -265,7 +267,7 @@ class Segmenter(nn.Module):
     (timm then resizes the position embedding bicubically on the fly).
 
     Args:
-        backbone: A timm VisionTransformer with `forward_intermediates`.
+        backbone: A one-stage backbone of a registered family (`dytune.backbones`), e.g. a timm VisionTransformer.
         num_classes: Output classes.
         out_indices: Blocks whose outputs feed the pyramid levels, finest level first.
         channels: UPerHead width.
@@ -290,11 +292,8 @@ class Segmenter(nn.Module):
             neck_norm: NormLayer = nn.BatchNorm2d, norm_layer: NormLayer = nn.BatchNorm2d, align_corners: bool = False,
     ) -> None:
         super().__init__()
-        for name in ("forward_intermediates", "patch_embed", "blocks", "embed_dim"):
-            if not hasattr(backbone, name):
-                raise TypeError(f"Segmenter: the backbone ({type(backbone).__name__}) has no {name!r}; expected a timm "
-                                f"VisionTransformer (timm.create_model('vit_base_patch16_224', ...))")
-        depth = len(backbone.blocks)
+        family = backbone_for(backbone, "Segmenter")
+        depth = family.depth
         indices = [i + depth if i < 0 else i for i in out_indices]
         if len(indices) != len(strides):
             raise ValueError(f"Segmenter: out_indices={tuple(out_indices)} has {len(indices)} entries but strides="
@@ -304,20 +303,20 @@ class Segmenter(nn.Module):
                              f"(0..{depth - 1}); a depth-{depth} model could use e.g. {_spread(depth, len(strides))}")
         if not 0 <= aux_index < len(strides):
             raise ValueError(f"Segmenter: aux_index={aux_index}; expected a pyramid level in 0..{len(strides) - 1}")
-        patch_h, patch_w = _pair(backbone.patch_embed.patch_size, "patch_size")
+        patch_h, patch_w = _pair(family.stride(), "patch_size")
         if patch_h != patch_w:
             raise ValueError(f"Segmenter: non-square patches {(patch_h, patch_w)} are not supported")
-        backbone.prune_intermediate_layers(indices, prune_norm=True, prune_head=True)
+        family.prune(indices)
         self.backbone = backbone
         self.num_classes = num_classes
         self.out_indices = tuple(indices)
         self.patch_size = patch_h
         self.aux_index = aux_index
         self.align_corners = align_corners
-        self.neck = FeaturePyramidNeck(backbone.embed_dim, self.patch_size, strides, norm_layer=neck_norm)
+        self.neck = FeaturePyramidNeck(family.token_layout(0).dim, self.patch_size, strides, norm_layer=neck_norm)
         self.decode_head = UPerHead(self.neck.out_channels, num_classes, channels, pool_scales, dropout, norm_layer,
                                     align_corners)
-        self.auxiliary_head = FCNHead(backbone.embed_dim, num_classes, aux_channels, dropout=dropout,
+        self.auxiliary_head = FCNHead(family.token_layout(0).dim, num_classes, aux_channels, dropout=dropout,
                                       norm_layer=norm_layer) if aux else None
 
     def trainable_modules(self) -> List[nn.Module]:
@@ -333,12 +332,13 @@ class Segmenter(nn.Module):
         return self
 
     def _check_input(self, images: torch.Tensor) -> None:
-        channels = self.backbone.patch_embed.proj.in_channels
+        family = backbone_for(self.backbone)
+        channels = family.in_chans
         if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != channels:
             shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
             raise ValueError(f"Segmenter input: expected images of shape [B, {channels}, H, W], got {shape}")
-        if not getattr(self.backbone, "dynamic_img_size", False):
-            size = tuple(self.backbone.patch_embed.img_size)
+        if not family.dynamic_size:
+            size = family.image_size
             if tuple(images.shape[-2:]) != size:
                 raise ValueError(
                     f"Segmenter input: the backbone takes {size[0]}x{size[1]} images, got "
@@ -346,8 +346,7 @@ class Segmenter(nn.Module):
 
     def forward_features(self, images: torch.Tensor) -> List[torch.Tensor]:
         """Backbone feature maps [B, embed_dim, H / patch, W / patch] of the `out_indices` blocks."""
-        return self.backbone.forward_intermediates(images, indices=list(self.out_indices), output_fmt="NCHW",
-                                                   intermediates_only=True)
+        return backbone_for(self.backbone).feature_maps(images, self.out_indices)
 
     def forward(self, images: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, Optional[torch.Tensor]]]:
         self._check_input(images)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbones import backbone_for
+
 __all__ = ["AttentivePool", "VideoClassifier"]
 
 
@@ -83,15 +85,15 @@ class AttentivePool(nn.Module):
 
 
 class VideoClassifier(nn.Module):
-    """Clips [B, T, C, H, W] -> logits [B, num_classes] with a timm ViT applied to every frame.
+    """Clips [B, T, C, H, W] -> logits [B, num_classes] with a backbone (e.g. a timm ViT) applied to every frame.
 
-    The frames are folded into the batch ([B*T, C, H, W]) and go through `backbone.forward_features` (a timm
-    VisionTransformer, possibly converted by `dytune.convert`, whose dispatchers then act per frame); the tokens of
+    The frames are folded into the batch ([B*T, C, H, W]) and go through the backbone's `forward_tokens` (possibly
+    converted by `dytune.convert`, whose dispatchers then act per frame); the tokens of
     all frames, [B, T*N, D], are pooled by `AttentivePool` and classified by a linear head. Multi-view input
     [B, V, T, C, H, W] returns the logits averaged over the V views. The backbone's own classifier is removed.
 
     Args:
-        backbone: A timm VisionTransformer (converted or not).
+        backbone: A backbone of a registered family (`dytune.backbones`), converted or not.
         num_classes: Classes of the head.
         num_frames: Frames per clip T.
         temporal_embed: Learnable per-frame-index embedding before pooling (off: the paper's order-blind model).
@@ -102,15 +104,14 @@ class VideoClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, num_frames: int, temporal_embed: bool = False,
                  num_heads: Optional[int] = None, head_drop: float = 0.0) -> None:
         super().__init__()
-        if not hasattr(backbone, "forward_features") or not hasattr(backbone, "embed_dim"):
-            raise TypeError(f"VideoClassifier expects a timm VisionTransformer backbone, got {type(backbone).__name__}")
+        family = backbone_for(backbone, "VideoClassifier")
         if num_classes < 1 or num_frames < 1:
             raise ValueError(f"VideoClassifier: num_classes={num_classes} and num_frames={num_frames} must be >= 1")
         if getattr(backbone, "num_classes", 0):
-            backbone.reset_classifier(0)
-        dim = backbone.embed_dim
+            family.reset_classifier(0)
+        dim = family.num_features
         if num_heads is None:
-            num_heads = backbone.blocks[0].attn.num_heads if len(backbone.blocks) else max(dim // 64, 1)
+            num_heads = family.token_layout(family.depth - 1).num_heads if family.depth else max(dim // 64, 1)
         self.backbone = backbone
         self.num_classes, self.num_frames = num_classes, num_frames
         self.pool = AttentivePool(dim, num_heads, num_frames, temporal_embed)
@@ -140,7 +141,7 @@ class VideoClassifier(nn.Module):
             raise ValueError(f"VideoClassifier: expected clips [B, {self.num_frames}, C, H, W], "
                              f"got {tuple(clips.shape)}")
         b, t = clips.shape[:2]
-        tokens = self.backbone.forward_features(clips.flatten(0, 1))
+        tokens = backbone_for(self.backbone).forward_tokens(clips.flatten(0, 1))
         return tokens.reshape(b, t, *tokens.shape[1:])
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:

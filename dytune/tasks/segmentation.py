@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..backbones import backbone_for
 from ..data.lists import load_rgb
 from ..data.segmentation import (ADE20K, COCOStuff, Normalize, SegmentationDataset, colorize, eval_transforms,
                                  make_palette, read_class_names, train_transforms)
@@ -131,7 +132,7 @@ class SegmentationTask(Task):
 
     def add_head(self, backbone: nn.Module, num_classes: int) -> Segmenter:
         cfg = self.cfg
-        indices = tuple(cfg.seg_out_indices) or default_out_indices(len(backbone.blocks))
+        indices = tuple(cfg.seg_out_indices) or default_out_indices(backbone_for(backbone).depth)
         return Segmenter(backbone, num_classes, indices, channels=cfg.seg_channels, aux=cfg.seg_aux_weight > 0)
 
     def head(self, model: nn.Module) -> Sequence[nn.Module]:

@@ -1,4 +1,4 @@
-"""Put token merging into a timm VisionTransformer or a dytune-converted one.
+"""Put token merging into a timm VisionTransformer (a `dytune.backbones` family) or a dytune-converted one.
 
 Each block merges `r` tokens between its attention and its MLP (ToMe's placement). A dytune block gets a `ToMeMerge`
 as its `between_sub_blocks` hook (`dytune.modules.blocks.SubBlockHook`), so the dispatcher after it decides on the
@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.vision_transformer import Block
 from torch import nn
 
+from ..backbones import backbone_for
 from ..modules.blocks import DynamicBlock
 from .merge import bipartite_soft_matching
 
@@ -132,7 +133,7 @@ def _attends_all(block: nn.Module) -> bool:
 
 def supports_proportional_attention(model: nn.Module) -> bool:
     """Whether `apply_tome(model, proportional_attention=True)` is possible: every block attends over all tokens."""
-    return all(_attends_all(block) for block in model.blocks)
+    return all(_attends_all(block) for block in backbone_for(model, "token merging").blocks)
 
 
 def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_attention: bool = True) -> nn.Module:
@@ -143,7 +144,7 @@ def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_
     without size weights, as ToMe's own timm patch does.
 
     Args:
-        model: A timm VisionTransformer with timm `Block`s, or a dytune-converted one (not under
+        model: A backbone (`dytune.backbones`) with timm `Block`s, or a dytune-converted one (not under
             `dytune.logits_only`, whose prefix-only last block has no proportional attention).
         r: Tokens merged per block (an int, or one per block).
         proportional_attention: Weigh merged tokens by their size in attention (log-size bias on the logits). Only
@@ -152,25 +153,31 @@ def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_
     Returns:
         The same model.
     """
-    if not isinstance(model, VisionTransformer):
-        raise TypeError(f"apply_tome expects a timm VisionTransformer, got {type(model).__name__}")
+    backbone = backbone_for(model, "apply_tome")
     if hasattr(model, "tome"):
         raise ValueError("token merging is already applied to this model; use dytune.tome.set_r to change r")
     if getattr(model, "_dytune_logits_only", ()):  # the hook handles `dytune.logits_only` keeps on the model
         raise ValueError("token merging cannot follow dytune.logits_only; call dytune.logits_only(model, "
                          "enabled=False), apply token merging, and leave the last block complete")
-    for i, block in enumerate(model.blocks):
-        if type(block) is not Block and not isinstance(block, DynamicBlock):  # a Block subclass has its own forward
+    blocks = backbone.blocks
+    for i, block in enumerate(blocks):
+        if isinstance(block, DynamicBlock):
+            if block.between_sub_blocks is not None:
+                raise ValueError(f"block {i} already has a between_sub_blocks hook")
+            continue
+        backbone.check_block(i)
+        if type(block) is not Block:  # `ToMeBlock` replaces the forward of a timm Block, and only of one
             raise TypeError(f"token merging supports timm Block and dytune blocks, not {type(block).__name__} "
                             f"(block {i})")
-        if isinstance(block, DynamicBlock) and block.between_sub_blocks is not None:
-            raise ValueError(f"block {i} already has a between_sub_blocks hook")
-    dispatched = sorted({b.variant for b in model.blocks if not _attends_all(b)})
+    dispatched = sorted({b.variant for b in blocks if not _attends_all(b)})
     if proportional_attention and dispatched:
         raise ValueError(f"proportional attention needs attention over every token; dispatch variant(s) "
                          f"{dispatched} attend among kept tokens only; pass proportional_attention=False")
-    state = ToMeState(r, len(model.blocks), model.num_prefix_tokens, proportional_attention)
-    for i, block in enumerate(model.blocks):
+    prefixes = {backbone.token_layout(i).num_prefix_tokens for i in range(backbone.depth)}
+    if len(prefixes) != 1:
+        raise ValueError(f"token merging needs the same prefix tokens in every block, got counts {sorted(prefixes)}")
+    state = ToMeState(r, backbone.depth, prefixes.pop(), proportional_attention)
+    for i, block in enumerate(blocks):
         merge = ToMeMerge(state, i, on_keys=_attends_all(block))
         if not isinstance(block, DynamicBlock):
             block.__class__ = ToMeBlock

@@ -146,7 +146,7 @@ def test_segmenter_rejects_bad_settings_and_inputs():
         segmenter(backbone(), out_indices=(3, 5, 7, 11))
     with pytest.raises(ValueError, match="has 3 entries but strides"):
         segmenter(backbone(), out_indices=(1, 2, 3))
-    with pytest.raises(TypeError, match="expected a timm VisionTransformer"):
+    with pytest.raises(TypeError, match="Segmenter: dytune supports timm VisionTransformer.*got Linear"):
         Segmenter(nn.Linear(2, 2), 5)
     seg = segmenter(backbone(dynamic_img_size=False)).eval()
     assert seg(torch.randn(1, 3, 64, 64)).shape == (1, 5, 64, 64)

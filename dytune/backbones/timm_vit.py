@@ -1,0 +1,184 @@
+"""timm's `VisionTransformer` family: ViT, DeiT (distilled), CLIP-style pre-norm, SigLIP, DINOv2 with registers,
+LayerScale models, `dynamic_img_size`; one stage of pre-norm `Block`s after a learned absolute position embedding."""
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any, Dict, List, Sequence, Tuple, Type
+
+import timm
+import torch
+from timm.layers import Attention, AttentionPoolLatent
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
+
+from .base import AttentionCounter, Backbone, BlockParts, TokenLayout, register_backbone
+
+__all__ = ["TimmViT", "TESTED_TIMM"]
+
+TESTED_TIMM = ((1, 0, 20), (1, 1, 0))  # [lower, upper) bound of the timm releases the ViT internals were checked on
+
+
+def _timm_version() -> tuple:
+    parts = []
+    for piece in timm.__version__.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _self_attention_macs(module: nn.Module, inputs: tuple, output: Any) -> int:
+    batch, tokens, _ = inputs[0].shape
+    return batch * 2 * tokens * tokens * (module.qkv.out_features // 3)
+
+
+def _latent_attention_macs(module: nn.Module, inputs: tuple, output: Any) -> int:
+    batch, tokens, _ = inputs[0].shape
+    return batch * 2 * module.latent.shape[1] * tokens * module.kv.out_features // 2
+
+
+@register_backbone
+class TimmViT(Backbone):
+    """A timm `VisionTransformer` (any model of `timm.models.vision_transformer`) with pre-norm `Block`s."""
+
+    family = "timm_vit"
+    description = ("timm VisionTransformer (ViT, DeiT, CLIP-style, SigLIP, DINOv2 with registers; e.g. "
+                   "timm.create_model('vit_base_patch16_224'))")
+    architecture_keys = ("embed_dim", "depth", "num_heads", "num_prefix_tokens")
+
+    @classmethod
+    def accepts(cls, model: nn.Module) -> bool:
+        return isinstance(model, VisionTransformer)
+
+    @classmethod
+    def attention_counters(cls) -> Dict[Type[nn.Module], AttentionCounter]:
+        return {Attention: _self_attention_macs, AttentionPoolLatent: _latent_attention_macs}
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.blocks
+
+    def validate(self) -> None:
+        lo, hi = TESTED_TIMM
+        if not lo <= _timm_version() < hi:
+            warnings.warn(f"dytune was tested with timm >= {'.'.join(map(str, lo))}, < {'.'.join(map(str, hi))}; "
+                          f"found timm {timm.__version__}", stacklevel=3)
+        for i in range(self.depth):
+            self.check_block(i)
+
+    def check_block(self, index: int) -> None:
+        block = self.blocks[index]
+        if type(block) is not Block:  # a Block subclass has its own forward, which the dytune block would not run
+            raise TypeError(f"block {index} is a {type(block).__name__}; dytune supports timm's pre-norm "
+                            f"vision_transformer.Block only (timm {timm.__version__})")
+        missing = [n for n in BlockParts._fields if not hasattr(block, n)]
+        if missing or "attn_mask" not in inspect.signature(block.attn.forward).parameters:
+            lo, hi = TESTED_TIMM
+            raise RuntimeError(
+                f"timm {timm.__version__} lays out ViT blocks differently from what dytune supports "
+                f"(missing {missing or 'Attention.forward(attn_mask=...)'}); install timm>="
+                f"{'.'.join(map(str, lo))},<{'.'.join(map(str, hi))}")
+
+    def block_parts(self, index: int) -> BlockParts:
+        self.check_block(index)
+        block = self.blocks[index]
+        return BlockParts(*(getattr(block, name) for name in BlockParts._fields))
+
+    def token_layout(self, index: int) -> TokenLayout:
+        return TokenLayout(self.model.num_prefix_tokens, self.model.embed_dim, self.blocks[index].attn.num_heads, 0)
+
+    def position_dependent_attention(self, index: int) -> bool:
+        return False
+
+    @property
+    def stem(self) -> nn.Module:
+        return self.model.patch_embed
+
+    @property
+    def in_chans(self) -> int:
+        return self.model.patch_embed.proj.in_channels
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        return tuple(self.model.patch_embed.img_size)
+
+    @property
+    def dynamic_size(self) -> bool:
+        return bool(getattr(self.model, "dynamic_img_size", False))
+
+    def stride(self, stage: int = 0) -> Tuple[int, int]:
+        if stage != 0:
+            raise ValueError(f"stage={stage}: a timm VisionTransformer has one stage (0)")
+        return tuple(self.model.patch_embed.patch_size)
+
+    def grid(self, size: Tuple[int, int], stage: int = 0) -> Tuple[int, int]:
+        self.stride(stage)
+        return tuple(self.model.patch_embed.dynamic_feat_size(tuple(size)))
+
+    def check_input(self, images: Any) -> None:
+        embed = self.model.patch_embed
+        channels = self.in_chans
+        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != channels:
+            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise ValueError(f"dytune model input: expected images of shape [B, {channels}, H, W], got {shape}")
+        height, width = images.shape[-2:]
+        ph, pw = embed.patch_size
+        if not self.model.dynamic_img_size and getattr(embed, "strict_img_size", True) and (
+                (height, width) != tuple(embed.img_size)):
+            raise ValueError(
+                f"dytune model input: this model takes {embed.img_size[0]}x{embed.img_size[1]} images, got "
+                f"{height}x{width}; create the timm model with img_size=({height}, {width}) or dynamic_img_size=True")
+        if not getattr(embed, "dynamic_img_pad", False) and (height % ph or width % pw):
+            raise ValueError(f"dytune model input: {height}x{width} is not a multiple of the {ph}x{pw} patch size")
+
+    @property
+    def pooling(self) -> str:
+        if getattr(self.model, "attn_pool", None) is not None:
+            return "map"
+        return self.model.global_pool
+
+    @property
+    def num_features(self) -> int:
+        return self.model.embed_dim
+
+    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(images)
+
+    def feature_maps(self, images: torch.Tensor, indices: Sequence[int]) -> List[torch.Tensor]:
+        return self.model.forward_intermediates(images, indices=list(indices), output_fmt="NCHW",
+                                                intermediates_only=True)
+
+    def prune(self, indices: Sequence[int]) -> None:
+        self.model.prune_intermediate_layers(list(indices), prune_norm=True, prune_head=True)
+
+    def classifier_heads(self) -> Tuple[nn.Module, ...]:
+        heads = self.model.get_classifier()
+        return heads if isinstance(heads, tuple) else (heads,)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.model.reset_classifier(num_classes)
+
+    def architecture(self) -> Dict[str, Any]:
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        return {
+            "architecture": cfg.get("architecture"),
+            "tag": cfg.get("tag"),
+            "embed_dim": self.model.embed_dim,
+            "depth": self.depth,
+            "num_heads": self.blocks[0].attn.num_heads,
+            "num_prefix_tokens": self.model.num_prefix_tokens,
+            "patch_size": list(self.model.patch_embed.patch_size),
+        }
+
+    def adapt_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        state = {k: v for k, v in state.items() if not k.startswith("pre_logits.")}  # the in21k representation layer
+        return checkpoint_filter_fn(state, self.model)
+
+    def load_native(self, path: str) -> None:
+        from timm.models.vision_transformer import _load_weights
+
+        if not path.lower().endswith(".npz"):
+            super().load_native(path)
+        _load_weights(self.model, path)
