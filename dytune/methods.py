@@ -12,6 +12,7 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Type
 
 from torch import nn
 
+from .backbones import backbone_for
 from .baselines import add_deep_prompts, add_lora
 from .config import VARIANTS, DyTConfig
 from .convert import convert
@@ -160,8 +161,7 @@ def methods_reading(settings: Type[Settings]) -> list:
 def _freeze_but_head(model: nn.Module, settings: Any = None) -> nn.Module:
     """Linear probing: only the backbone's own classifier trains (a task's head on the features trains anyway)."""
     model.requires_grad_(False)
-    heads = model.get_classifier()
-    for head in heads if isinstance(heads, tuple) else (heads,):
+    for head in backbone_for(model, "linear probing").classifier_heads():
         head.requires_grad_(True)
     return model
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..version import __version__
+from ..backbones import backbone_for
 from ..calibrate import calibrate
 from ..capacity import plan_capacity, set_capacity
 from ..checkpoint import from_pretrained, load_backbone_weights, read_pretrained_config
@@ -99,9 +100,10 @@ class BenchModel:
 
 def images_for(model: nn.Module, batch: int, seed: int, device: torch.device) -> torch.Tensor:
     """A reproducible random batch of the size the model takes."""
-    height, width = model.patch_embed.img_size
+    backbone = backbone_for(model)
+    height, width = backbone.image_size
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, model.patch_embed.proj.in_channels, height, width, generator=gen).to(device)
+    return torch.randn(batch, backbone.in_chans, height, width, generator=gen).to(device)
 
 
 def bench_task(settings: BenchSettings) -> Task:

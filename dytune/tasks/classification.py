@@ -10,6 +10,7 @@ from torch import nn
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..backbones import backbone_for
 from ..data.datasets import DATASETS, MEAN_PER_CLASS, build_dataset, build_transform, num_classes_of
 from ..loss import distill_kl
 from ..viz import plot_skip_maps
@@ -60,8 +61,7 @@ class ClassificationTask(Task):
                         nn.init.zeros_(layer.bias)
 
     def head(self, model: nn.Module) -> Sequence[nn.Module]:
-        heads = model.get_classifier()
-        return heads if isinstance(heads, tuple) else (heads,)
+        return backbone_for(model).classifier_heads()
 
     def feature_cache(self, model: nn.Module) -> Optional[Tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module]]:
         head = model.get_classifier()
