@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from dytune.utils.io import atomic_write
-from dytune.data.minivtab import TASKS, build_minivtab
+from dytune.mini.minivtab import TASKS, build_minivtab
 from dytune.pretrained import mini_vit, mini_vit_info
 
 SPLITS = ("train800", "val200", "test")

@@ -16,19 +16,19 @@ from .errors import USER_ERRORS
 
 # sub-command name -> module implementing it
 COMMANDS = {
-    "demo": "dytune.demo",
+    "demo": "dytune.mini.demo",
     "train": "dytune.engine.cli",
     "eval": "dytune.engine.cli",
     "vtab": "dytune.engine.cli",
     "vtab-summary": "dytune.engine.cli",
     "suite": "dytune.engine.suite",
     "bench": "dytune.bench.cli",
-    "minivtab": "dytune.data.minivtab",
-    "minivideo": "dytune.data.minivideo",
-    "miniseg": "dytune.data.miniseg",
+    "minivtab": "dytune.mini.minivtab",
+    "minivideo": "dytune.mini.minivideo",
+    "miniseg": "dytune.mini.miniseg",
     "predict": "dytune.engine.predict",
     "export": "dytune.export.cli",
-    "pretrain": "dytune.pretrain",
+    "pretrain": "dytune.mini.pretrain",
 }
 
 

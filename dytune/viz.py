@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -161,7 +161,7 @@ def plot_segmentation(
         images: torch.Tensor,
         masks: torch.Tensor,
         path: Path,
-        palette: np.ndarray,
+        paint: Callable[[torch.Tensor], np.ndarray],
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         ignore_index: int = 255,
@@ -174,22 +174,16 @@ def plot_segmentation(
         images: Normalised images [B, 3, H, W].
         masks: Ground-truth labels [B, H, W] at the image size (`ignore_index`: unlabelled, drawn black).
         path: PNG file to write.
-        palette: Colours [K, 3] uint8, one per class.
+        paint: A label map [H, W] as colours [H, W, 3] in 0..1 (the task's palette).
         mean: Normalisation mean.
         std: Normalisation std.
         ignore_index: The label of unlabelled pixels.
     """
     if masks.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"plot_segmentation: masks {tuple(masks.shape)} do not match images {tuple(images.shape)}")
-    from .data.segmentation import colorize
-
     logits, patch, grid = _run(model, images)
     labels = logits.argmax(1).cpu()
     masks = masks.cpu()
-
-    def paint(label: torch.Tensor) -> np.ndarray:
-        return colorize(label, palette, ignore_index) / 255.0
-
     pictures, titles = [], []
     for truth, predicted in zip(masks, labels):
         valid = truth != ignore_index

@@ -45,6 +45,17 @@ def converted(key: str = "vit_cls", seed: int = 0, **config) -> torch.nn.Module:
     return model
 
 
+def countable(model: torch.nn.Module) -> torch.nn.Module:
+    """The model as torch.utils.flop_counter can check count_macs on it: manual attention (the counter may miss the
+    fused CPU kernel) and exact kept-token counts (the counter also counts the rows sparse buckets pad with)."""
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+        if hasattr(m, "bucket"):
+            m.bucket = 1
+    return model
+
+
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(7, 3, 32, 32, generator=torch.Generator().manual_seed(3))

@@ -210,7 +210,7 @@ def test_backbone_file_errors_are_named(tmp_path):
 def test_a_video_model_saves_and_loads_like_an_image_model(tmp_path):
     import timm
 
-    from dytune.modules.video import VideoClassifier
+    from dytune.tasks.video.model import VideoClassifier
 
     def fresh():
         torch.manual_seed(0)

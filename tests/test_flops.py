@@ -4,19 +4,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dytune
-from dytune.modules.blocks import DynamicBlock
-from tests.conftest import converted
-
-
-def _unfused(model):
-    """Manual attention, which the torch counter sees (it may miss the fused CPU kernel), and exact kept-token
-    counts: the counter also counts the rows that sparse buckets pad with, which count_macs leaves out."""
-    for m in model.modules():
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = False
-        if isinstance(m, DynamicBlock):
-            m.bucket = 1
-    return model
+from tests.conftest import converted, countable
 
 
 def _torch_macs(model, x):
@@ -34,7 +22,7 @@ def test_dense_vit_base_counts_17_58_gmacs():
 @pytest.mark.parametrize("variant", dytune.VARIANTS)
 @pytest.mark.parametrize("experts", [1, 3])
 def test_matches_torch_counter_at_batch_1(variant, experts, images):
-    model = _unfused(converted(variant=variant, experts=experts)).eval()
+    model = countable(converted(variant=variant, experts=experts)).eval()
     x = images[:1]
     assert dytune.count_macs(model, x, norms=False).item() == _torch_macs(model, x)
     with dytune.execution(model, "complete"):
@@ -43,7 +31,7 @@ def test_matches_torch_counter_at_batch_1(variant, experts, images):
 
 @pytest.mark.parametrize("key", ["vit_cls", "registers_layerscale", "avgpool_no_cls", "deit_distilled"])
 def test_mlp_dispatch_matches_torch_counter_on_a_batch(key, images):
-    model = _unfused(converted(key)).eval()
+    model = countable(converted(key)).eval()
     macs = dytune.count_macs(model, images, norms=False)
     assert len(set(macs.tolist())) > 1, "images keep different numbers of tokens"
     assert macs.sum().item() == _torch_macs(model, images)
@@ -66,7 +54,7 @@ def test_counts_follow_kept_tokens(images):
 
 
 def test_dense_timm_model_matches_torch_counter(images):
-    model = _unfused(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2)).eval()
+    model = countable(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2)).eval()
     assert dytune.count_macs(model, images, norms=False).sum().item() == _torch_macs(model, images)
 
 
@@ -76,7 +64,7 @@ def test_bucket_padding_is_not_counted(variant, images):
     bucketed = dytune.count_macs(model, images)
     with dytune.execution(model, "sparse", bucket=1):
         assert torch.equal(dytune.count_macs(model, images), bucketed)
-    assert _torch_macs(_unfused(converted(variant=variant)).eval(), images) < _torch_macs(
+    assert _torch_macs(countable(converted(variant=variant)).eval(), images) < _torch_macs(
         _unfused_bucketed(converted(variant=variant)).eval(), images)
 
 

@@ -15,15 +15,14 @@ LAYERS: List[Tuple[int, str, Tuple[str, ...]]] = [
     (1, "backbones", ("dytune.backbones",)),
     (2, "core", ("dytune.config", "dytune.modules", "dytune.flops", "dytune.convert", "dytune.capacity",
                  "dytune.calibrate", "dytune.checkpoint", "dytune.loss", "dytune.tome", "dytune.baselines")),
-    (3, "task parts", ("dytune.data", "dytune.viz", "dytune.metrics_segmentation", "dytune.modules.video",
-                       "dytune.modules.segmentation", "dytune.pretrained", "dytune.models")),
+    (3, "shared task parts", ("dytune.data", "dytune.viz", "dytune.pretrained", "dytune.models")),
     (4, "tasks", ("dytune.tasks",)),
     (5, "methods and run settings", ("dytune.methods", "dytune.run_config")),
     (6, "engine", ("dytune.engine",)),
     (6, "bench", ("dytune.bench",)),
-    (7, "applications", ("dytune.demo", "dytune.pretrain", "dytune.export")),
+    (7, "applications", ("dytune.mini", "dytune.export")),
     (8, "command line", ("dytune.cli", "dytune.__main__")),
-    (9, "public API", ("dytune",)),
+    (9, "public API", ("dytune", "dytune.modules.video")),  # and a deprecated alias of a moved public module
 ]
 
 
@@ -86,5 +85,6 @@ def test_imports_point_down(path):
 def test_the_layer_table_sees_imports_inside_functions():
     source = PACKAGE / "utils" / "io.py"
     assert module_name(source) == "dytune.utils.io" and layer_of("dytune.engine.cli") == (6, "engine")
-    assert layer_of("dytune.modules.video") == (3, "task parts") and layer_of("dytune.modules.blocks") == (2, "core")
+    assert layer_of("dytune.tasks.video.model") == (4, "tasks") and layer_of("dytune.modules.blocks") == (2, "core")
+    assert layer_of("dytune.modules.video") == (9, "public API") and layer_of("dytune.mini.demo") == (7, "applications")
     assert layer_of("dytune.backbones.timm_vit") == (1, "backbones")

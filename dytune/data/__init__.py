@@ -1,1 +1,2 @@
-"""Datasets: VTAB-1K lists, image folders, torchvision datasets, and the offline mini-VTAB."""
+"""Data readers the tasks and the mini benchmarks share: `<path> <label>` list files and image loading (`lists`),
+and raw sources (`sources`: Fashion-MNIST IDX files, scikit-learn digits, matplotlib fonts)."""

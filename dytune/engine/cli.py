@@ -149,7 +149,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_vtab(args: argparse.Namespace) -> int:
-    from ..data.vtab import VTAB_CLASSES
+    from ..tasks.classification.vtab import VTAB_CLASSES
     import torch
 
     tasks = args.tasks or list(VTAB_CLASSES)

@@ -14,7 +14,7 @@ from ..flops import DynamicMacMeter, count_macs
 from ..modules.blocks import DynamicBlock
 from ..runtime import autocast, relative_spread, synchronize
 from ..tasks.base import Metric, Task
-from ..tasks.metrics import ClassificationMetric
+from ..tasks.classification.metric import ClassificationMetric
 from .loader import DataLoader
 
 __all__ = ["evaluate", "extract_features", "to_device"]

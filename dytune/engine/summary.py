@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from ..data.vtab import VTAB_GROUPS
+from ..tasks.classification.vtab import VTAB_GROUPS
 
 SHORT = {"cifar": "C100", "caltech101": "Cal", "dtd": "DTD", "oxford_flowers102": "Flw", "oxford_iiit_pet": "Pets",
          "svhn": "SVHN", "sun397": "Sun", "patch_camelyon": "Cam", "eurosat": "Euro", "resisc45": "Res",

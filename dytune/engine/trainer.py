@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .. import distributed
 from ..utils.io import atomic_write
 from ..convert import set_tau_progress
-from ..data.datasets import first_label_outside
+from ..tasks.classification.data import first_label_outside
 from ..errors import RunError
 from ..methods import METHODS, build_objective
 from ..run_config import RESUME_IGNORED, TrainConfig, differences

@@ -12,7 +12,7 @@ from dytune.backbones import (Backbone, BlockParts, TimmViT, TokenLayout, backbo
                               find_backbone, is_backbone, register_backbone)
 from dytune.convert import inner_vit
 from dytune.modules.blocks import DynamicBlock
-from dytune.modules.video import VideoClassifier
+from dytune.tasks.video.model import VideoClassifier
 
 from ..conftest import MODEL_ZOO, zoo_model
 

@@ -117,7 +117,7 @@ def _relabel(list_file, change):
 
 
 def test_labels_that_leave_classes_without_images_are_refused_unless_classes_txt_counts_them(tmp_path):
-    from dytune.data.vtab import num_classes, vtab_dataset
+    from dytune.tasks.classification.vtab import num_classes, vtab_dataset
 
     root = tmp_path / "vtab"
     folder = write_vtab_task(root, "six", classes=6, counts={"train800": 12, "val200": 6, "test": 6})
@@ -138,7 +138,7 @@ def test_labels_that_leave_classes_without_images_are_refused_unless_classes_txt
 
 
 def test_a_gap_in_the_middle_of_the_labels_is_named(tmp_path):
-    from dytune.data.vtab import num_classes
+    from dytune.tasks.classification.vtab import num_classes
 
     folder = write_vtab_task(tmp_path / "vtab", "four", classes=4, counts={"train800": 8, "val200": 4, "test": 4})
     for split in ("train800", "val200", "train800val200", "test"):

@@ -175,7 +175,7 @@ def test_two_process_gloo_run_matches_one_process_metrics(tmp_path):
 
 
 def test_fashion_mnist_from_the_debian_files(tmp_path):
-    from dytune.data.datasets import build_dataset
+    from dytune.tasks.classification.data import build_dataset
 
     try:
         data = build_dataset(TrainConfig(**{**TINY, "dataset": "fashion_mnist"}), train=False)

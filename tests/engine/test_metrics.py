@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from dytune.data.datasets import build_dataset
+from dytune.tasks.classification.data import build_dataset
 from dytune.engine import TrainConfig, evaluate
 from dytune.distributed import DistEnv, ShardSampler
 from dytune.engine.optim import lr_at

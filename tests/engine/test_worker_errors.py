@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from dytune.cli import main
 from dytune.engine import train
 from dytune.engine.loader import DataLoader, WorkerTraceback
-from tests.tasks.test_segmentation_task import config as seg_config, write_ade
+from tests.tasks.segmentation.test_task import config as seg_config, write_ade
 
 
 class Failing(Dataset):
@@ -115,7 +115,7 @@ def test_a_bad_mask_in_a_worker_is_one_line_in_train_and_eval(tmp_path, capfd):
 @pytest.mark.slow
 def test_an_undecodable_video_in_a_worker_is_one_line(tmp_path, capfd):
     pytest.importorskip("av")
-    from tests.tasks.test_video_task import config as video_config
+    from tests.tasks.video.test_task import config as video_config
 
     cfg = video_config(tmp_path, epochs=1, num_workers=2)
     video = Path(cfg.data_root) / "videos" / "train clip 3.mp4"

@@ -10,8 +10,8 @@ from dytune.cli import main
 from dytune.engine import train
 from dytune.engine.runs import evaluate_run
 from tests.engine.test_engine import config as image_config
-from tests.tasks.test_segmentation_task import config as seg_config, write_ade
-from tests.tasks.test_video_task import config as video_config
+from tests.tasks.segmentation.test_task import config as seg_config, write_ade
+from tests.tasks.video.test_task import config as video_config
 
 ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install -e '.[export]'")
 
