@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import yaml
 
 from .methods import METHODS, LoRASettings, MoESettings, VPTSettings, methods_reading
 from .settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, Bounds, Settings, _hints, setting as _setting
 
-__all__ = ["TrainConfig", "Bounds", "RESUME_IGNORED", "differences"]
+__all__ = ["TrainConfig", "Bounds", "RESUME_IGNORED", "differences", "read_preset"]
 
 # Settings a resumed run may differ in: they do not change what is trained (stop_after, num_workers), or they say
 # where the run lives rather than what it is (output_dir: a moved or copied run folder resumes; overwrite only
@@ -241,23 +241,15 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
 
     @classmethod
     def load(cls, files: Sequence[str] = (), overrides: Sequence[str] = ()) -> "TrainConfig":
-        """Merge YAML files (later wins) and `key=value` overrides (values parsed as YAML).
+        """Merge YAML presets (later wins; each resolved with its `base:` presets, `read_preset`) and `key=value`
+        overrides (values parsed as YAML).
 
         The override of a text setting keeps the text as typed when YAML would read it as something else, so
         `task=2020` is the task '2020'.
         """
         values: Dict[str, Any] = {}
         for file in files:
-            path = Path(file)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: config file not found")
-            try:
-                loaded = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ValueError(f"{path}: not valid YAML ({e})") from None
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
-            values.update(loaded)
+            values.update(read_preset(file))
         texts: Dict[str, str] = {}
         for item in overrides:
             key, sep, raw = item.partition("=")
@@ -298,6 +290,48 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
             lines.append(f"{group.group} settings ({', '.join(_readers(group)) or 'no task or method'}):")
             lines += group.help_lines([name for name, owner in plugins.items() if owner is group])
         return "\n".join(lines)
+
+
+def read_preset(file: Union[str, Path], _chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:
+    """The settings of a YAML preset, on top of those of the presets its `base:` key names.
+
+    `base:` names one preset file or a list of them, relative to the preset's folder; they are merged in order,
+    then the preset's own keys win. A preset that is its own base, directly or through others, is refused with the
+    chain of files. (A `dytune suite` file's `base:` is something else: a mapping of settings.)
+
+    Args:
+        file: The preset's path.
+
+    Returns:
+        Setting name -> value, without the `base` key.
+    """
+    path = Path(file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    key = path.resolve()
+    if key in _chain:
+        names = " -> ".join(str(p) for p in (*_chain[_chain.index(key):], key))
+        raise ValueError(f"{path}: presets form a cycle through base: {names}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    bases = loaded.pop("base", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise ValueError(f"{path}: base={bases!r}: expected a preset file or a list of preset files, relative to "
+                         f"{path.parent}")
+    values: Dict[str, Any] = {}
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise FileNotFoundError(f"{path}: base preset {base!r} not found (looked for {base_path})")
+        values.update(read_preset(base_path, (*_chain, key)))
+    values.update(loaded)
+    return values
 
 
 def _readers(settings: Type[Settings]) -> List[str]:

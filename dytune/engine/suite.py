@@ -1,8 +1,9 @@
 """A benchmark suite: several methods x tasks x seeds with one engine, one CSV, one table and one plot.
 
-The suite file (YAML) holds `base` (TrainConfig settings shared by every run), `tasks`, `seeds` and `runs` (a name
-and the settings that differ, optionally its own `seeds`), and `output`; optionally `task_settings`, settings per
-task (e.g. each video task's dataset layout and data_root), applied after `base` and before the run's. Finished
+The suite file (YAML) holds `base` (the mapping of TrainConfig settings every run starts from; a preset's `base:`,
+by contrast, names preset files), `tasks`, `seeds` and `runs` (a name and the settings that differ, optionally its
+own `seeds`), and `output`; optionally `task_settings`, settings per task (e.g. each video task's dataset layout and
+data_root), applied after `base` and before the run's. Finished
 runs are skipped and interrupted ones resumed, so the same command continues a suite. A run also counts as finished
 when the suite's results.csv holds its row, so run folders (checkpoints) may be deleted without losing results.
 
@@ -43,6 +44,9 @@ def load_suite(path: Path) -> Dict[str, Any]:
     missing = [k for k in ("base", "tasks", "seeds", "runs", "output") if k not in suite]
     if missing:
         raise ValueError(f"{path}: missing {missing}; a suite holds base, tasks, seeds, runs and output")
+    if not isinstance(suite["base"], dict):
+        raise ValueError(f"{path}: base={suite['base']!r}: expected a mapping of settings (a suite's base holds the "
+                         f"settings themselves; naming preset files is a preset's base:)")
     unknown = sorted(set(suite.get("task_settings") or {}) - set(suite["tasks"]))
     if unknown:
         raise ValueError(f"{path}: task_settings for {unknown}, which are not in tasks {suite['tasks']}")
