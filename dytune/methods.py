@@ -7,6 +7,7 @@ lists them grouped by the methods that read them.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Type
 
@@ -14,18 +15,13 @@ from torch import nn
 
 from .backbones import backbone_for
 from .baselines import add_deep_prompts, add_lora
-from .config import VARIANTS, DyTConfig
+from .config import DyTConfig, dyt_setting
 from .convert import convert
 from .loss import DynamicObjective, TaskObjective
-from .settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, Bounds, Settings, setting
+from .settings import AT_LEAST_0, AT_LEAST_1, Settings, setting
 
 __all__ = ["AdapterSettings", "DyTSettings", "LoRASettings", "METHODS", "Method", "MoESettings", "NoSettings",
            "VPTSettings", "build_objective", "methods_reading", "register_method"]
-
-
-def _dyt_default(name: str) -> Any:
-    """DyTConfig's default of a field that a method's settings repeat: one default for the Python API and the CLI."""
-    return DyTConfig.__dataclass_fields__[name].default
 
 
 @dataclass
@@ -40,18 +36,19 @@ class AdapterSettings(Settings):
     """The bottleneck adapters beside the frozen sub-blocks (AdaptFormer, and every DyT method)."""
 
     group: ClassVar[str] = "adapter"
-    variant: str = setting("DyT dispatch variant: what a skipped token skips (adaptformer: where the adapters sit)",
-                           _dyt_default("variant"), choices=VARIANTS)
-    bottleneck: int = setting("Adapter bottleneck (the paper's 64; its VTAB-1K preset sets 8)",
-                              _dyt_default("bottleneck"), AT_LEAST_1)
-    adapter_scale: float = setting("Adapter output scale (1 on VTAB-1K, 0.1 on full datasets)",
-                                   _dyt_default("adapter_scale"))
-    adapter_dropout: float = setting("Adapter dropout", _dyt_default("adapter_dropout"), Bounds(0, 1, high_open=True))
+    variant: str = dyt_setting("variant")
+    bottleneck: int = dyt_setting("bottleneck")
+    adapter_scale: float = dyt_setting("adapter_scale")
+    adapter_dropout: float = dyt_setting("adapter_dropout")
 
     def dyt_config(self, layers: Optional[Sequence[int]] = ()) -> DyTConfig:
         """The DyTConfig of adapters alone (`layers=()`: no block dispatches)."""
-        return DyTConfig(variant=self.variant, bottleneck=self.bottleneck, adapter_scale=self.adapter_scale,
-                         adapter_dropout=self.adapter_dropout, layers=layers)
+        return self._dyt_config(layers=layers)
+
+    def _dyt_config(self, **fixed: Any) -> DyTConfig:
+        """A DyTConfig of the DyTConfig fields these settings declare and `fixed`; the others keep their defaults."""
+        shared = [f.name for f in dataclasses.fields(self) if f.name in DyTConfig.__dataclass_fields__]
+        return DyTConfig(**{**{name: getattr(self, name) for name in shared}, **fixed})
 
 
 @dataclass
@@ -59,19 +56,16 @@ class DyTSettings(AdapterSettings):
     """Dynamic Tuning: adapters plus a token dispatcher per block, trained towards a keep rate."""
 
     group: ClassVar[str] = "dyt"
-    target_rate: float = setting("Target keep rate r of DyT", _dyt_default("target_rate"), Bounds(0, 1, low_open=True))
+    target_rate: float = dyt_setting("target_rate")
     rate_weight: float = setting("Weight of the rate loss", 2.0, AT_LEAST_0)
     distill: Optional[bool] = setting("Train with the complete model's loss and its distillation into the dynamic "
                                       "model (None: the method's default, on for dyt and dyt-moe)", None)
-    tau: float = setting("Gumbel-sigmoid temperature", _dyt_default("tau"), POSITIVE)
-    tau_final: Optional[float] = setting("Anneal tau linearly to this value over training (None: constant)",
-                                         _dyt_default("tau_final"), POSITIVE)
+    tau: float = dyt_setting("tau")
+    tau_final: Optional[float] = dyt_setting("tau_final")
 
     def dyt_config(self, layers: Optional[Sequence[int]] = None, experts: int = 1) -> DyTConfig:
         """The DyTConfig of `dytune.convert` (`layers=None`: every block dispatches)."""
-        return DyTConfig(variant=self.variant, bottleneck=self.bottleneck, adapter_scale=self.adapter_scale,
-                         adapter_dropout=self.adapter_dropout, experts=experts, tau=self.tau,
-                         tau_final=self.tau_final, target_rate=self.target_rate, layers=layers)
+        return self._dyt_config(layers=layers, experts=experts)
 
 
 @dataclass
@@ -79,7 +73,7 @@ class MoESettings(DyTSettings):
     """DyT with the mixture-of-experts adapter (DyT-dagger)."""
 
     group: ClassVar[str] = "moe"
-    experts: int = setting("Experts of the MoE adapter (dyt-moe)", 4, AT_LEAST_1)
+    experts: int = dyt_setting("experts", default=4)  # dyt-moe's default; DyTConfig's 1 is the plain adapter
 
     def dyt_config(self, layers: Optional[Sequence[int]] = None, experts: Optional[int] = None) -> DyTConfig:
         return super().dyt_config(layers, self.experts if experts is None else experts)

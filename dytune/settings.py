@@ -88,7 +88,7 @@ def _expected(hint: Any, metadata: typing.Mapping[str, Any]) -> str:
     bounds, choices, pattern = metadata.get("bounds"), _choices(metadata), metadata.get("pattern")
     if origin is Union:
         return _expected(next(a for a in args if a is not type(None)), metadata) + " or None"
-    if origin is list:
+    if origin in (list, tuple):
         return f"a list of {_noun(args[0], plural=True)}" + (f" {bounds}" if bounds else "")
     if origin is dict:
         return "a mapping of names to values"
@@ -106,10 +106,10 @@ def _convert(hint: Any, value: Any, metadata: typing.Mapping[str, Any]) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
             return None
         return _convert(next(a for a in args if a is not type(None)), value, metadata)
-    if origin is list:
+    if origin in (list, tuple):  # List[X] or Tuple[X, ...]
         if not isinstance(value, (list, tuple)):
             raise _Mismatch
-        return [_convert(args[0], item, metadata) for item in value]
+        return origin(_convert(args[0], item, metadata) for item in value)
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise _Mismatch
