@@ -4,15 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
 from ..run_config import TrainConfig
 from ..utils.argtypes import keep_rates_arg
 from ..utils.io import atomic_write
-from .rundir import RUN_FILES, has_checkpoint
 
 
 def is_main_process() -> bool:
@@ -67,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     elif name == "vtab":
         p = sub.add_parser(name, help="train every VTAB-1K task", description="Run one training per task "
                            "(finished tasks are skipped, interrupted ones resumed), spread over the GPUs found, or "
-                           "one after another on CPU.")
+                           "one after another on CPU, with the loop of `dytune suite`.")
         p.add_argument("-c", "--config", action="append", default=[])
         p.add_argument("overrides", nargs="*")
         p.add_argument("--tasks", nargs="*", default=None, help="task folders (default: the 19 VTAB-1K tasks)")
@@ -149,43 +146,18 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_vtab(args: argparse.Namespace) -> int:
-    from ..tasks.classification.vtab import VTAB_CLASSES
+    """Train every VTAB-1K task: a plan of one run per task (each config checked before anything trains), trained by
+    the suite's loop (`suite.train_plan`), one `dytune train` process per task."""
     import torch
 
+    from ..tasks.classification.vtab import VTAB_CLASSES
+    from .suite import train_plan
+
     tasks = args.tasks or list(VTAB_CLASSES)
-    TrainConfig.load(args.config, args.overrides + ["task=" + tasks[0]])  # fail early on a bad setting
-    slots = args.gpus if args.gpus is not None else torch.cuda.device_count()
-    pending = []
-    for task in tasks:
-        out = args.output / task
-        if (out / "results.json").is_file():
-            print(f"{task}: done, skipped")
-            continue
-        cmd = [sys.executable, "-m", "dytune", "train", *sum((["-c", c] for c in args.config), []), *args.overrides,
-               f"task={task}", f"output_dir={out}"]
-        if has_checkpoint(out):
-            cmd.append("--resume")
-        elif any((out / name).exists() for name in RUN_FILES):
-            print(f"{task}: an earlier attempt left no checkpoint in {out}; starting it over")
-            cmd.append("overwrite=true")
-        pending.append((task, cmd))
-    failed = []
-    running: list = []
-    for i, (task, cmd) in enumerate(pending):
-        env = dict(os.environ)
-        if slots:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % slots)
-        print(f"{task}: {' '.join(cmd)}")
-        running.append((task, subprocess.Popen(cmd, env=env)))
-        if len(running) >= max(1, slots):
-            task_done, proc = running.pop(0)
-            if proc.wait():
-                failed.append(task_done)
-    for task_done, proc in running:
-        if proc.wait():
-            failed.append(task_done)
-    if failed:
-        print(f"failed: {', '.join(failed)} (rerun the same command to resume them)")
+    plan = [(task, TrainConfig.load(args.config, [*args.overrides, f"task={task}", f"output_dir={args.output / task}"]))
+            for task in tasks]
+    gpus = args.gpus if args.gpus is not None else torch.cuda.device_count()
+    failed = train_plan(plan, gpus=gpus, label=lambda task, cfg: task, announce_skipped=True)
     return 1 if failed else 0
 
 

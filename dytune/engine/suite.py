@@ -6,6 +6,8 @@ own `seeds`), and `output`; optionally `task_settings`, settings per task (e.g. 
 data_root), applied after `base` and before the run's. Finished
 runs are skipped and interrupted ones resumed, so the same command continues a suite. A run also counts as finished
 when the suite's results.csv holds its row, so run folders (checkpoints) may be deleted without losing results.
+`train_plan` is the one multi-run loop: `dytune vtab` trains its tasks with it too. `--gpus N` trains each run in a
+`dytune train` process of its own, N at a time, one GPU each.
 
 Recipe selection: `grid` names the settings searched (a list is an axis, every combination a point, a single value
 is fixed; `warmup_fraction: f` sets warmup_epochs = f x epochs) and `select` how a search run trains and is scored
@@ -20,13 +22,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
 
+from ..errors import RunError
 from ..utils.io import atomic_write
 from ..tasks import TASKS
 from ..run_config import TrainConfig
@@ -128,35 +135,86 @@ def planned_search(suite: Dict[str, Any], names: Sequence[str], overrides: List[
 
 
 def run_suite(suite: Dict[str, Any], overrides: List[str] = (),
-              choices: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
-    """Train every planned run that has not finished; return one row per finished run.
+              choices: Optional[Dict[str, Dict[str, Any]]] = None, gpus: Optional[int] = None) -> List[str]:
+    """Train every planned run that has not finished.
 
     Args:
         suite: The loaded suite (possibly restricted by `select`).
         overrides: key=value settings for every run.
         choices: With a grid, run -> chosen point (`run_selection`); runs without one are not trained.
+        gpus: Where runs train (`train_plan`): None in this process, N in processes of their own.
+
+    Returns:
+        The runs whose process failed (`train_plan`).
     """
-    plan = planned_runs(suite, overrides, choices)
-    train_plan(plan, Path(suite["output"]) / "results.csv")
-    return collect(plan, read_csv(Path(suite["output"]) / "results.csv"))
+    return train_plan(planned_runs(suite, overrides, choices), Path(suite["output"]) / "results.csv", gpus)
 
 
-def train_plan(plan: List[Tuple[str, TrainConfig]], results: Path) -> None:
-    """Train the runs of `plan` that have neither a results.json nor a row in the `results` CSV, resuming any that
-    were interrupted."""
+def train_plan(plan: List[Tuple[str, TrainConfig]], results: Optional[Path] = None, gpus: Optional[int] = None,
+               label: Callable[[str, TrainConfig], str] = lambda name, cfg: f"{name} {cfg.task} seed {cfg.seed}",
+               announce_skipped: bool = False) -> List[str]:
+    """Train the runs of `plan` that have not finished, resuming any that were interrupted: the one multi-run loop of
+    `dytune suite` and `dytune vtab`.
+
+    A run has finished when its folder holds results.json or `results` (a suite's CSV) holds its row. A run folder
+    with run files but no checkpoint (an attempt that died before its first checkpoint) is started over.
+
+    Args:
+        plan: (run name, config) pairs, in training order.
+        results: A suite's results CSV, whose rows count as finished runs.
+        gpus: None: train in this process, one run after another (an error stops the loop). N >= 1: one `dytune
+            train` process per run, N at a time, each on its own GPU (CUDA_VISIBLE_DEVICES); 0: such processes one
+            after another on CPU. A failed process is reported and the loop goes on.
+        label: How messages name a run.
+        announce_skipped: Print a line for every finished run that is skipped.
+
+    Returns:
+        The labels of the runs whose process failed (always empty in this process, where an error propagates).
+    """
     from .rundir import RUN_FILES, has_checkpoint
     from .trainer import train
 
-    remembered = _row_keys(read_csv(results))
+    remembered = _row_keys(read_csv(results)) if results is not None else {}
+    pending = []
     for i, (name, cfg) in enumerate(plan, start=1):
         out = Path(cfg.output_dir)
         if (out / "results.json").is_file() or (name, cfg.task, cfg.seed) in remembered:
+            if announce_skipped:
+                print(f"{label(name, cfg)}: done, skipped")
             continue
-        print(f"[{i}/{len(plan)}] {name} {cfg.task} seed {cfg.seed}")
         resume = has_checkpoint(out)
-        if not resume and any((out / f).exists() for f in RUN_FILES):  # an attempt that died before its checkpoint
+        if not resume and any((out / f).exists() for f in RUN_FILES):
+            print(f"{label(name, cfg)}: an earlier attempt left no checkpoint in {out}; starting it over")
             cfg.overwrite = True
-        train(cfg, resume=resume)
+        pending.append((f"[{i}/{len(plan)}] {label(name, cfg)}", label(name, cfg), cfg, resume))
+    if gpus is None:
+        for heading, _, cfg, resume in pending:
+            print(heading)
+            train(cfg, resume=resume)
+        return []
+    failed: List[str] = []
+    running: List[Tuple[str, subprocess.Popen]] = []
+    for i, (heading, text, cfg, resume) in enumerate(pending):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        print(heading + (f" on GPU {i % gpus}" if gpus else ""))
+        running.append((text, subprocess.Popen(train_command(cfg, resume), env=env)))
+        if len(running) >= max(1, gpus):
+            done, proc = running.pop(0)
+            if proc.wait():
+                failed.append(done)
+    failed += [done for done, proc in running if proc.wait()]
+    if failed:
+        print(f"failed: {', '.join(failed)} (rerun the same command to resume them)")
+    return failed
+
+
+def train_command(cfg: TrainConfig, resume: bool = False) -> List[str]:
+    """The `dytune train` command line that trains `cfg` in a process of its own: every setting as key=value (JSON
+    values, which YAML reads back exactly)."""
+    settings = [f"{key}={json.dumps(value)}" for key, value in cfg.to_dict().items()]
+    return [sys.executable, "-m", "dytune", "train", *settings, *(["--resume"] if resume else [])]
 
 
 def _searching(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]]) -> List[str]:
@@ -179,7 +237,7 @@ def _greater_is_better(plan: List[Tuple[str, TrainConfig]]) -> Dict[str, bool]:
 
 
 def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrides: List[str] = (),
-                  train: bool = True) -> Dict[str, Dict[str, Any]]:
+                  train: bool = True, gpus: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
     """Search the grid for `runs` (training what is missing when `train`), then score every searching run of the
     suite from what is on disk and write `selection.csv` and `selection.md`.
 
@@ -188,6 +246,7 @@ def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrid
         runs: The runs about to be trained (their `select_as` runs are searched for them).
         overrides: key=value settings for every run.
         train: Train the missing search runs; otherwise only report.
+        gpus: Where search runs train (`train_plan`); a failed one stops the suite before any choice.
 
     Returns:
         Run name -> its chosen grid point (axis values), for every run of the suite whose choice is known.
@@ -195,7 +254,9 @@ def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrid
     out = Path(suite["output"])
     memory = out / "search" / "results.csv"
     if train:
-        train_plan(planned_search(suite, _searching(suite, runs), overrides), memory)
+        failed = train_plan(planned_search(suite, _searching(suite, runs), overrides), memory, gpus)
+        if failed:
+            raise RunError(f"{out}: search run(s) {', '.join(failed)} failed; rerun the same command to resume them")
     plan = planned_search(suite, _searching(suite, suite["runs"]), overrides)
     rows = collect(plan, read_csv(memory))
     if not rows:
@@ -243,8 +304,6 @@ def collect(plan: List[Tuple[str, TrainConfig]],
             remembered: Sequence[Dict[str, Any]] = ()) -> List[Dict[str, Any]]:
     """One row per finished run of the plan: from its results.json, else from `remembered` rows (an earlier
     results.csv of the suite, which keeps the results of runs whose folders were deleted)."""
-    import json
-
     rows = []
     earlier = _row_keys(list(remembered))
     for name, cfg in plan:
@@ -395,6 +454,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--only", nargs="+", default=None, metavar="RUN", help="train only these runs of the suite")
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
                    help="train only these seeds of each run (e.g. --seeds 0 for a first pass)")
+    p.add_argument("--gpus", type=int, default=None, metavar="N",
+                   help="train each run in a `dytune train` process of its own, N at a time, one GPU each (0: one "
+                        "after another on CPU; default: every run in this process, one after another)")
     p.set_defaults(run=run)
 
 
@@ -417,11 +479,11 @@ def run(args: argparse.Namespace) -> int:
     if args.search_only and "grid" not in suite:
         raise ValueError(f"{args.suite}: --search-only needs a grid and select block in the suite")
     part = select(suite, args.only, args.seeds)
-    choices = run_selection(suite, part["runs"], args.overrides, not args.report_only) if "grid" in suite else None
+    choices = (run_selection(suite, part["runs"], args.overrides, not args.report_only, args.gpus)
+               if "grid" in suite else None)
     if args.search_only:
         return 0
-    if not args.report_only:
-        run_suite(part, args.overrides, choices)
+    failed = run_suite(part, args.overrides, choices, args.gpus) if not args.report_only else []
     # the report covers every finished run of the suite, whatever --only and --seeds trained this time
     rows = collect(planned_runs(suite, args.overrides, choices), read_csv(Path(suite["output"]) / "results.csv"))
     if not rows:
@@ -444,4 +506,4 @@ def run(args: argparse.Namespace) -> int:
         table += "\n\nKeep rate per layer\n\n" + keep_table
     print(table)
     print("wrote " + ", ".join(map(str, written)))
-    return 0
+    return 1 if failed else 0
