@@ -46,7 +46,7 @@ def convert(model: nn.Module, config: Optional[DyTConfig] = None) -> nn.Module:
     if any(i >= depth for i in layers):
         raise ValueError(f"DyTConfig.layers={config.layers}: the model has {depth} blocks (indices 0..{depth - 1})")
     block_cls = BLOCK_VARIANTS[config.variant]
-    positional = [i for i in sorted(layers) if backbone.position_dependent_attention(i)]
+    positional = [i for i in sorted(layers) if not backbone.subset_attention(i)]
     if block_cls.dispatches_attention and positional:
         raise ValueError(f"DyTConfig.variant={config.variant!r} dispatches attention, but the attention of blocks "
                          f"{positional} depends on token positions, which attention over kept tokens does not pass "

@@ -54,20 +54,30 @@ def attention_macs(
     """MACs of timm self-attention over `tokens` tokens (a tensor of per-image counts).
 
     Args:
-        attn: A timm `Attention` (qkv, optional q/k norms per head, proj).
+        attn: A timm `Attention`, `EvaAttention` or `AttentionRope` (fused qkv or q/k/v projections, optional q/k
+            norms per head, scale norm, gate, proj); rotary embeddings are element-wise and count 0.
         tokens: Number of tokens attending among themselves (keys and values), per image.
         norms: Count the q/k normalisation layers.
         queries: Number of queries per image when fewer than `tokens` are computed (see `prefix_attention`).
     """
     queries = tokens if queries is None else queries
     heads = getattr(attn, "num_heads", 1)
-    qkv = attn.qkv.in_features * attn.qkv.out_features
-    linears = [m for m in attn.modules() if isinstance(m, nn.Linear) and m is not attn.qkv]
-    other = sum(m.in_features * m.out_features for m in linears)
-    per_query = qkv // 3 + other + heads * norm_macs(attn.q_norm, norms) + norm_macs(
+    fused = getattr(attn, "qkv", None)
+    if fused is not None:
+        projections = (fused,)
+        macs = fused.in_features * fused.out_features
+        query_macs, key_macs = macs // 3, 2 * macs // 3
+        attn_dim = fused.out_features // 3
+    else:  # separate q/k/v projections (timm Eva's qkv_fused=False; k/v narrower with grouped-query attention)
+        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+        query_macs = attn.q_proj.in_features * attn.q_proj.out_features
+        key_macs = sum(m.in_features * m.out_features for m in projections[1:])
+        attn_dim = attn.q_proj.out_features
+    other = sum(m.in_features * m.out_features for m in attn.modules()
+                if isinstance(m, nn.Linear) and all(m is not p for p in projections))
+    per_query = query_macs + other + heads * norm_macs(attn.q_norm, norms) + norm_macs(
         getattr(attn, "norm", nn.Identity()), norms)
-    per_key = 2 * qkv // 3 + heads * norm_macs(attn.k_norm, norms)
-    attn_dim = attn.qkv.out_features // 3
+    per_key = key_macs + getattr(attn, "num_kv_heads", heads) * norm_macs(attn.k_norm, norms)
     return queries * per_query + tokens * per_key + 2 * queries * tokens * attn_dim
 
 

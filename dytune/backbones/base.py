@@ -13,10 +13,10 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, NamedTuple, Seq
 import torch
 from torch import nn
 
-__all__ = ["Backbone", "BlockParts", "TokenLayout", "AttentionCounter", "register_backbone", "backbone_families",
-           "backbone_for", "find_backbone", "is_backbone", "PLANNED_FAMILIES"]
+__all__ = ["Backbone", "BlockParts", "BorrowedScale", "TokenLayout", "AttentionCounter", "register_backbone",
+           "backbone_families", "backbone_for", "find_backbone", "is_backbone", "PLANNED_FAMILIES"]
 
-PLANNED_FAMILIES = "Eva (DINOv3, EVA-02, PE) and Swin are planned"
+PLANNED_FAMILIES = "Swin is planned"
 
 AttentionCounter = Callable[[nn.Module, tuple, Any], int]
 
@@ -37,6 +37,28 @@ class BlockParts(NamedTuple):
     mlp: nn.Module
     ls2: nn.Module
     drop_path2: nn.Module
+
+
+class BorrowedScale(nn.Module):
+    """`gamma * x` for a LayerScale parameter that a block holds directly (timm Eva's `gamma_1`), as a `ls1`/`ls2`
+    part. The parameter is not registered here: the dytune block adopting this part registers it under `name`, so the
+    state-dict key stays the block's.
+
+    Args:
+        name: The parameter's attribute name in the block.
+        gamma: The parameter.
+    """
+
+    def __init__(self, name: str, gamma: nn.Parameter) -> None:
+        super().__init__()
+        self.name = name
+        self.__dict__["gamma"] = gamma  # bypasses nn.Module registration (see above)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * x
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, dim={self.gamma.shape[0]}"
 
 
 class TokenLayout(NamedTuple):
@@ -62,6 +84,7 @@ class Backbone(ABC):
     family: ClassVar[str]  # registry key, e.g. "timm_vit"
     description: ClassVar[str]  # what the family covers, for the refusal message, e.g. "timm VisionTransformer (...)"
     architecture_keys: ClassVar[Tuple[str, ...]] = ()  # `architecture()` entries a checkpoint's base must match
+    token_merging_refusal: ClassVar[str] = ""  # why `dytune.tome` cannot merge this family's tokens ("" if it can)
 
     def __init__(self, model: nn.Module) -> None:
         if not self.accepts(model):
@@ -108,6 +131,12 @@ class Backbone(ABC):
         """Whether block `index`'s attention depends on token positions it is given besides the tokens (rotary
         embeddings, relative position bias). False when positions are added to the tokens before the blocks, so that
         attention over any subset of tokens (attention dispatch) needs nothing else."""
+
+    def subset_attention(self, index: int) -> bool:
+        """Whether attention over a subset of block `index`'s tokens is exact in a dytune block (attention dispatch):
+        its attention has no position inputs, or only per-patch rotary embeddings (the `rope` argument of the
+        block's forward, row j for patch token j), which the dytune block gathers with the kept tokens."""
+        return not self.position_dependent_attention(index)
 
     # ---- input and grid ----------------------------------------------------------------------------------------
     @property

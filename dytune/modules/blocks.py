@@ -20,15 +20,15 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
-from ..backbones.base import BlockParts
+from ..backbones.base import BlockParts, BorrowedScale
 from ..config import DyTConfig
 from ..flops import attention_macs, tokenwise_macs
 from .adapter import Adapter, build_adapter
 from .attention import prefix_attention
 from .capacity import capacity_count, index_mask, scatter_add_rows, top_k_index
 from .dispatcher import TokenDispatcher
-from .tokens import (DEFAULT_BUCKET, add_tokenwise, attention_mask, flat_index, gather_tokens, pack, pad_index,
-                     scatter_add_valid, with_prefix)
+from .tokens import (DEFAULT_BUCKET, add_tokenwise, attention_mask, flat_index, gather_positions, gather_tokens,
+                     pack, pad_index, scatter_add_valid, with_prefix)
 
 EXECUTION_MODES = ("masked", "sparse", "complete", "capacity")
 INFERENCE_MODES = ("sparse", "capacity")
@@ -127,7 +127,10 @@ class DynamicBlock(nn.Module):
     def __init__(self, block: nn.Module, dim: int, num_prefix_tokens: int, config: DyTConfig, dynamic: bool) -> None:
         super().__init__()
         for name in BlockParts._fields:
-            setattr(self, name, getattr(block, name))
+            part = getattr(block, name)
+            setattr(self, name, part)
+            if isinstance(part, BorrowedScale):  # the block's own parameter (timm Eva's gamma_1), under its own name
+                self.register_parameter(part.name, part.gamma)
         self.dim = dim
         self.num_prefix_tokens = num_prefix_tokens
         self.dynamic = dynamic
@@ -137,6 +140,7 @@ class DynamicBlock(nn.Module):
         self._prefix_only = False  # the last forward computed the prefix tokens' outputs only
         self._shape = (0, 0)
         self._mlp_input_tokens: Optional[int] = None  # set when `between_sub_blocks` shortens the sequence
+        self._rope: Optional[torch.Tensor] = None  # rotary embeddings of the current forward (timm Eva)
         for name in self.sub_blocks:
             setattr(self, f"{name}_adapter", build_adapter(
                 dim, config.bottleneck, config.experts, config.adapter_scale, config.adapter_dropout))
@@ -180,8 +184,16 @@ class DynamicBlock(nn.Module):
         self.keep_masks[name] = index_mask(index, self.num_prefix_tokens, patches.shape[1], x.dtype)
         return index
 
-    def _attn_out(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
+    def _attn_out(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                  positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attention sub-block output of x; `positions` [B, L] are the sequence positions of x's rows when x holds
+        gathered tokens, so that rotary embeddings are taken at the tokens' true positions."""
+        rope = self._rope
+        if rope is None:
+            return self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
+        if positions is not None:
+            rope = gather_positions(rope, positions, self.num_prefix_tokens)
+        return self.drop_path1(self.ls1(self.attn(self.norm1(x), rope=rope, attn_mask=attn_mask)))
 
     def _mlp_out(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
@@ -243,14 +255,14 @@ class DynamicBlock(nn.Module):
             if keep.shape[1] == 0:
                 return out
             packed = gather_tokens(x, keep)
-            a = self._attn_out(packed)
+            a = self._attn_out(packed, positions=keep)
             return scatter_add_rows(out, keep, a + self._mlp_out(packed + a) if with_mlp else a)
         order, valid = pack(keep, self.bucket)
         if not torch.compiler.is_exporting() and order.shape[1] == 0:  # nothing kept in the whole batch (possible without prefix tokens)
             return out
         packed = gather_tokens(x, order)
         mask = attention_mask(valid)
-        a = self._attn_out(packed, mask)
+        a = self._attn_out(packed, mask, positions=order)
         if with_mlp:
             if mask is None:
                 a = a + self._mlp_out(packed + a)
@@ -269,14 +281,28 @@ class DynamicBlock(nn.Module):
             self._mlp_input_tokens = x.shape[1]
         return x
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False,
+                rope: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Args:
+            x: [B, N] tokens, prefix tokens first.
+            attn_mask, is_causal: Unsupported (the block builds its own masks); accepted for the backbone's call.
+            rope: Rotary position embeddings of the patch tokens, row j for patch token j (timm Eva), or None.
+        """
         if attn_mask is not None or is_causal:
             raise NotImplementedError("dytune blocks take no external attention mask; they build their own")
         self.keep_masks = {}
         self._shape = (x.shape[0], x.shape[1])
         self._mlp_input_tokens = None
         self._prefix_only = self.prefix_output and self.mode == "sparse"
-        return self._forward_prefix(x) if self._prefix_only else self._forward(x)
+        if rope is None:
+            return self._forward_prefix(x) if self._prefix_only else self._forward(x)
+        if self._prefix_only:
+            raise NotImplementedError("dytune.logits_only: the prefix-only forward applies no rotary embeddings")
+        self._rope = rope
+        try:
+            return self._forward(x)
+        finally:
+            self._rope = None  # nothing held between forwards
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

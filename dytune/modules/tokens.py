@@ -125,6 +125,27 @@ def gather_tokens(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+def gather_positions(rope: torch.Tensor, positions: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
+    """The rows of per-patch position embeddings (rotary sin/cos) at the positions of gathered tokens.
+
+    Args:
+        rope: [N_patch, D] (shared by the heads) or [H, N_patch, D] (one per head), row j for patch token j.
+        positions: [B, L] sequence positions of the gathered tokens, the `num_prefix_tokens` prefix tokens first
+            (as `pack` and `top_k_index` order them).
+        num_prefix_tokens: Leading tokens, which have no rotary embedding.
+
+    Returns:
+        [B, 1, L - P, D] or [B, H, L - P, D], broadcasting against [B, H, L - P, head_dim] queries and keys.
+    """
+    index = positions[:, num_prefix_tokens:] - num_prefix_tokens
+    if rope.ndim == 2:
+        return rope[index].unsqueeze(1)
+    if rope.ndim == 3:
+        return rope[:, index].transpose(0, 1)
+    raise ValueError(f"rotary embeddings of shape {tuple(rope.shape)}: expected [N_patch, D] or [H, N_patch, D] "
+                     f"(batched embeddings, from patch dropout in training, are not gathered)")
+
+
 def scatter_add_valid(out: torch.Tensor, order: torch.Tensor, valid: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """out[b, order[b, j]] += y[b, j] where valid[b, j]; out is updated in place and returned."""
     batch, tokens, dim = out.shape

@@ -154,6 +154,9 @@ def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_
         The same model.
     """
     backbone = backbone_for(model, "apply_tome")
+    if backbone.token_merging_refusal:
+        raise ValueError(f"token merging is not supported on {backbone.family} backbones: "
+                         f"{backbone.token_merging_refusal}")
     if hasattr(model, "tome"):
         raise ValueError("token merging is already applied to this model; use dytune.tome.set_r to change r")
     if getattr(model, "_dytune_logits_only", ()):  # the hook handles `dytune.logits_only` keeps on the model

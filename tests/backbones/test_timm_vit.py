@@ -102,7 +102,6 @@ def test_find_backbone_inside_a_task_model():
 
 UNSUPPORTED = {
     "ConvNeXt": lambda: timm.create_model("convnext_atto", pretrained=False, num_classes=5),
-    "Eva": lambda: Eva(img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=3, num_classes=5),
     "SwinTransformer": lambda: SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=24, depths=(1,),
                                                num_heads=(3,), num_classes=5),
 }
@@ -112,10 +111,17 @@ UNSUPPORTED = {
 def test_unsupported_models_are_refused_naming_the_families(name):
     model = UNSUPPORTED[name]()
     assert not is_backbone(model)
-    pattern = rf"dytune.convert: dytune supports timm VisionTransformer .*; Eva .* and Swin are planned; got {name}$"
+    pattern = rf"dytune.convert: dytune supports timm VisionTransformer .*; timm Eva .*; Swin is planned; got {name}$"
     with pytest.raises(TypeError, match=pattern):
         dytune.convert(model)
     with pytest.raises(TypeError, match=f"TimmViT wraps timm VisionTransformer .*, got {name}"):
+        TimmViT(model)
+
+
+def test_eva_is_now_accepted():
+    model = Eva(img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=3, num_classes=5)
+    assert is_backbone(model) and backbone_for(model).family == "timm_eva"
+    with pytest.raises(TypeError, match="TimmViT wraps timm VisionTransformer .*, got Eva"):
         TimmViT(model)
 
 
@@ -127,7 +133,7 @@ def test_registry_refuses_mistakes():
         register_backbone(nn.Linear)
     with pytest.raises(ValueError, match="NoName: set the class attribute `family`"):
         register_backbone(type("NoName", (TimmViT,), {"family": ""}))
-    assert list(backbone_families()) == ["timm_vit"]
+    assert list(backbone_families()) == ["timm_vit", "timm_eva"]
 
 
 def test_a_family_must_implement_the_whole_contract():
