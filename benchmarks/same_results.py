@@ -62,7 +62,9 @@ def run(tree: Path, root: Path, work: Path) -> Dict[str, Any]:
         args = [a.format(multi=work / "pretrain_multi") for a in extra]
         subprocess.run([*dytune, "pretrain", "--out", str(out), *PRETRAIN_COMMON, *args], env=env, check=True,
                        capture_output=True)
-        state = torch.load(out / "last.pt", weights_only=True)
+        # last.pt before pretrain used the engine's run folder, last/state.pt after
+        state = torch.load(out / "last.pt" if (out / "last.pt").is_file() else out / "last" / "state.pt",
+                           weights_only=True)
         with open(out / "log.csv", newline="") as f:
             log = [{k: r[k] for k in ("step", "lr", "train_loss", "train_acc", "test_acc")} for r in csv.DictReader(f)]
         report[f"pretrain/{name}"] = {"weights": _digest({**state["model"], **state.get("aux", {})}), "log": log,

@@ -16,15 +16,18 @@ heads on the same features (the class token) predict the number of items, the se
 item's position (x and y, 8 bins each), size (8 log bins) and rotation (8 bins of 45 degrees), and which cells of a
 4 x 4 grid hold an item centre (weight `--aux-weight` each); a linear head on every patch token predicts the class of
 the item covering that patch or background (`--patch-weight`). So the class token carries count, position, size and
-orientation, which a single-item classifier learns to ignore. The auxiliary heads are saved in `last.pt` but not
-exported. With the defaults (one item, no auxiliary loss) training is exactly the single-item task above.
+orientation, which a single-item classifier learns to ignore. The auxiliary heads are saved in the checkpoint but
+not exported. With the defaults (one item, no auxiliary loss) training is exactly the single-item task above.
 
 Training runs on the engine's optimisation step, learning-rate schedule, CSV log and evaluation
 (`dytune.engine.loop.OptimizerStep`, `engine.optim.LrSchedule`, `engine.csvlog.CsvLog`, `engine.evaluation.evaluate`),
 the ones `dytune train` uses; the step-indexed source data (below) and the multi-task loss are its own.
 
-Resumable: the run folder keeps `last.pt` (model, optimizer, step; written atomically every `--ckpt-every` steps),
-`log.csv` and `config.json`; rerunning the same command continues. The data of step s depends only on (seed, s).
+Resumable, on the engine's run folder (`dytune.engine.rundir`, as `dytune train`): a lock refuses a second writer, and
+every `--ckpt-every` steps `last/` (`state.pt`: model, optimizer, step, RNG states) is written as one unit with a
+manifest, the previous one kept as `last.prev`, the fallback when `last/` does not verify. With `log.csv` and
+`config.json` beside it, rerunning the same command continues. A run folder of an older dytune (`last.pt`) resumes
+too. The data of step s depends only on (seed, s).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import timm
 import torch
@@ -48,11 +51,13 @@ from .canvas import contrasting_colors, paste, place_theta, textures, uniform
 from ..data.sources import FASHION_MNIST_CLASSES, load_fashion_mnist
 from ..distributed import DistEnv
 from ..engine.csvlog import CsvLog
+from ..engine.rundir import RunLock, clean_stale_temporaries, has_checkpoint, read_checkpoint, write_checkpoint
+from ..engine.seeding import rng_state, set_rng_state
 from ..engine.evaluation import evaluate as evaluate_model
 from ..engine.loop import OptimizerStep
 from ..engine.optim import LrSchedule, param_groups
 
-__all__ = ["AUX_BINS", "AuxHeads", "build_backbone", "evaluate", "export", "multitask_loss", "normalize",
+__all__ = ["AUX_BINS", "AuxHeads", "build_backbone", "evaluate", "export", "load_last", "multitask_loss", "normalize",
            "render_scene", "render_source", "scene_batches", "source_batches", "train"]
 
 IMG_SIZE = 64
@@ -67,6 +72,8 @@ OPTIONAL_DEFAULTS = {**MULTITASK_DEFAULTS, "head_only": False}
 SCENE_MIN_SIDE, SCENE_MAX_SIDE = 14.0, 48.0  # item sides in pixels on a 64-px canvas (largest possible item)
 AUX_BINS = 8  # bins of the position, size and rotation targets
 GRID = 4  # occupancy grid of the item centres
+STATE_FILE = "state.pt"  # in the checkpoint folder <run>/last
+LEGACY_LAST = "last.pt"  # the checkpoint file of run folders written before pretrain used checkpoint folders
 LOG_FIELDS = ["step", "epoch", "difficulty", "lr", "train_loss", "train_acc", "test_acc", "img_per_s", "elapsed_s"]
 
 
@@ -320,24 +327,47 @@ def is_multitask(options: Dict[str, Any]) -> bool:
     return any(options.get(k, v) != v for k, v in MULTITASK_DEFAULTS.items())
 
 
+def load_last(run: Path) -> Optional[Dict[str, Any]]:
+    """The training state of pretrain run folder `run`: its `last/` checkpoint, verified against its manifest (or
+    `last.prev`, with a message, when `last/` is incomplete), else the `last.pt` of an older run folder; None when
+    the run has no checkpoint yet."""
+    run = Path(run)
+    if has_checkpoint(run):
+        return torch.load(read_checkpoint(run / "last") / STATE_FILE, map_location="cpu", weights_only=True)
+    if (run / LEGACY_LAST).is_file():
+        return torch.load(run / LEGACY_LAST, map_location="cpu", weights_only=True)
+    return None
+
+
 def load_init(path: str) -> Dict[str, Any]:
-    """The weights `--init` names: another run's `last.pt`, or an exported `mini_vit.safetensors` (as float32)."""
-    if str(path).endswith(".safetensors"):
+    """The weights `--init` names: another run's checkpoint (`RUN/last`, or `RUN/last.pt`, which also names the
+    `last/` of a run written by this version), or an exported `mini_vit.safetensors` (as float32)."""
+    source = Path(path)
+    if source.name.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return {"model": {k: v.float() for k, v in load_file(str(path)).items()}}
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _save(path: Path, state: Dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+        return {"model": {k: v.float() for k, v in load_file(str(source)).items()}}
+    if source.is_dir():
+        return torch.load(read_checkpoint(source) / STATE_FILE, map_location="cpu", weights_only=True)
+    if source.is_file():
+        return torch.load(source, map_location="cpu", weights_only=True)
+    if source.name == LEGACY_LAST and has_checkpoint(source.parent):
+        return load_last(source.parent)
+    raise FileNotFoundError(f"--init {path}: not found; expected a pretrain run's checkpoint (RUN/last) or an "
+                            f"exported mini_vit.safetensors")
 
 
 def train(args: argparse.Namespace) -> Dict[str, Any]:
-    """Pre-train (or resume) in `args.out`; returns the final summary also written to `summary.json`."""
-    torch.set_num_threads(args.threads)
+    """Pre-train (or resume) in `args.out`, holding its run lock; returns the final summary also written to
+    `summary.json`."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        clean_stale_temporaries(out)
+        return _train(args, out)
+
+
+def _train(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
+    torch.set_num_threads(args.threads)
     config = {k: v for k, v in vars(args).items() if k not in ("run", "command", "threads", "max_minutes", "export")}
     # the multi-task options are written only when they differ from their defaults, so a single-item run's
     # config.json is the one it always was
@@ -379,20 +409,23 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     trained = model if aux is None else nn.ModuleDict({"model": model, "aux": aux})
     optimizer = torch.optim.AdamW(param_groups(trained, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
     step = 0
-    last = out / "last.pt"
-    if args.init and not last.exists():
+    last = out / "last"
+    state = load_last(out)
+    if args.init and state is None:
         init = load_init(args.init)
         model.load_state_dict(init["model"])
         if aux is not None and "aux" in init:
             aux.load_state_dict(init["aux"])
         print(f"starting from the weights of {args.init}", file=sys.stderr)
-    if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
+    if state is not None:
         model.load_state_dict(state["model"])
         if aux is not None:
             aux.load_state_dict(state["aux"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        else:  # an older run folder's last.pt
+            torch.set_rng_state(state["torch_rng"])
         step = state["step"]
         print(f"resuming {out} at step {step}/{total}", file=sys.stderr)
 
@@ -442,11 +475,12 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                        lr=f"{lr:.3e}", train_loss=f"{loss_sum / seen:.4f}", train_acc=f"{100 * hits / seen:.2f}",
                        test_acc=f"{evaluate(model, test_images[:args.eval_size], test_labels[:args.eval_size]):.2f}",
                        img_per_s=f"{seen / elapsed:.1f}", elapsed_s=f"{elapsed:.0f}")
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "torch_rng": torch.get_rng_state(), "step": step}
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                     "step": step}
             if aux is not None:
                 state["aux"] = aux.state_dict()
-            _save(last, state)
+            write_checkpoint(out, "last", lambda folder: torch.save(state, folder / STATE_FILE), epoch=step)
+            (out / LEGACY_LAST).unlink(missing_ok=True)  # an older run folder's checkpoint, now superseded
             log.append(row)
             line = " ".join(f"{k}={v}" for k, v in row.items())
             if aux_sums:  # training accuracy (%) of each auxiliary head since the last row, printed only
@@ -479,9 +513,11 @@ def export(run: Path, dest: Path, fp16: bool = True) -> Path:
     if not summary_path.exists():
         raise FileNotFoundError(f"{summary_path}: the run in {run} has no final test yet; run or resume it first")
     summary = json.loads(summary_path.read_text())
-    checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    checkpoint = load_last(run)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run}: no checkpoint (last/); run or resume it first")
     if checkpoint["step"] != summary["step"]:
-        raise ValueError(f"{run}: last.pt is at step {checkpoint['step']} but summary.json tested step "
+        raise ValueError(f"{run}: its checkpoint is at step {checkpoint['step']} but summary.json tested step "
                          f"{summary['step']}; resume the run to refresh the summary")
     state = checkpoint["model"]
     dtype = torch.float16 if fp16 else torch.float32
@@ -549,8 +585,9 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/pretrain", help="run folder (resumed if it exists)")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="when finished, write the backbone files there (e.g. dytune/assets)")
-    p.add_argument("--init", default=None, metavar="LAST_PT",
-                   help="start from the model weights of another run's last.pt (a further stage of training)")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from the model weights of another run's checkpoint, RUN/last (or an older run's "
+                        "RUN/last.pt), or of an exported mini_vit.safetensors (a further stage of training)")
     p.add_argument("--embed-dim", type=int, default=192)
     p.add_argument("--depth", type=int, default=6)
     p.add_argument("--heads", type=int, default=3)

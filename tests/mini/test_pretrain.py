@@ -55,20 +55,20 @@ def test_interrupted_run_resumes_to_the_same_weights(fashion, tmp_path, monkeypa
     assert not cut["finished"] and cut["step"] == 1
     resumed = pretrain.train(parse("--out", str(tmp_path / "cut"), *common))
     assert resumed["finished"] and resumed["test_acc"] == whole["test_acc"]
-    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["model"]
+    a = pretrain.load_last(tmp_path / "whole")["model"]
+    b = pretrain.load_last(tmp_path / "cut")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     with open(tmp_path / "cut" / "log.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 4, 6]
     with pytest.raises(ValueError, match="different configuration"):
         pretrain.train(parse("--out", str(tmp_path / "cut"), *common[:-2], "--drop-path", "0.0"))
 
-    stage2 = ["--init", str(tmp_path / "cut" / "last.pt"), "--embed-dim", "16", "--depth", "1", "--heads", "2",
+    stage2 = ["--init", str(tmp_path / "cut" / "last"), "--embed-dim", "16", "--depth", "1", "--heads", "2",
               "--batch-size", "8", "--epochs", "0.0004", "--curriculum-epochs", "0", "--ckpt-every", "3",
               "--lr", "1e-4"]
     second = pretrain.train(parse("--out", str(tmp_path / "stage2"), *stage2))
     assert second["finished"] and second["total"] == 3
-    c = torch.load(tmp_path / "stage2" / "last.pt", weights_only=False)["model"]
+    c = pretrain.load_last(tmp_path / "stage2")["model"]
     assert not torch.equal(b["head.weight"], c["head.weight"])
 
     out = pretrain.export(tmp_path / "stage2", tmp_path / "assets")
@@ -162,7 +162,7 @@ def test_default_options_are_the_single_item_task(fashion, tmp_path, monkeypatch
                          "--batch-size", "8", "--epochs", "0.0003", "--ckpt-every", "1", "--eval-size", "20"))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert not set(config) & set(pretrain.MULTITASK_DEFAULTS)  # config.json as before the options existed
-    assert "aux" not in torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert "aux" not in pretrain.load_last(tmp_path / "run")
 
 
 def test_multitask_run_resumes_exports_without_aux_heads_and_chains_from_an_export(fashion, tmp_path, monkeypatch):
@@ -176,8 +176,8 @@ def test_multitask_run_resumes_exports_without_aux_heads_and_chains_from_an_expo
     pretrain.train(parse("--out", str(tmp_path / "cut"), *common, "--max-minutes", "1e-9"))
     resumed = pretrain.train(parse("--out", str(tmp_path / "cut"), *common))
     assert resumed["finished"] and resumed["test_acc"] == whole["test_acc"]
-    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    a = pretrain.load_last(tmp_path / "whole")
+    b = pretrain.load_last(tmp_path / "cut")
     assert set(a["aux"]) >= {"heads.count.weight", "heads.angle.weight", "patch.weight"}
     assert all(torch.equal(a[part][k], b[part][k]) for part in ("model", "aux") for k in a[part])
     config = json.loads((tmp_path / "whole" / "config.json").read_text())
@@ -209,11 +209,55 @@ def test_head_only_stage_changes_only_the_head(fashion, tmp_path, monkeypatch):
               "--curriculum-epochs", "0", "--ckpt-every", "2", "--eval-size", "20"]
     pretrain.train(parse("--out", str(tmp_path / "a"), *common))
     assert "head_only" not in json.loads((tmp_path / "a" / "config.json").read_text())
-    pretrain.train(parse("--out", str(tmp_path / "b"), *common, "--init", str(tmp_path / "a" / "last.pt"),
+    pretrain.train(parse("--out", str(tmp_path / "b"), *common, "--init", str(tmp_path / "a" / "last"),
                          "--head-only", "--lr", "1e-2"))
     assert json.loads((tmp_path / "b" / "config.json").read_text())["head_only"] is True
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    a = pretrain.load_last(tmp_path / "a")["model"]
+    b = pretrain.load_last(tmp_path / "b")["model"]
     assert all(torch.equal(a[k], b[k]) != k.startswith("head.") for k in a)
     with pytest.raises(ValueError, match="head-only"):
         pretrain.train(parse("--out", str(tmp_path / "c"), *common, "--head-only", "--aux-weight", "0.5"))
+
+
+def test_pretrain_keeps_its_run_in_the_engine_run_folder(fashion, tmp_path, monkeypatch, capsys):
+    """Lock, manifest-verified `last/` with `last.prev`, RNG states; an older run folder's last.pt still resumes."""
+    import shutil
+
+    from dytune.engine.rundir import RunLock, checkpoint_epoch, verify_checkpoint
+    from dytune.errors import RunError
+
+    small = pretrain.test_set(60)
+    monkeypatch.setattr(pretrain, "test_set", lambda count=10000, seed=12345: small)
+    common = ["--embed-dim", "16", "--depth", "1", "--heads", "2", "--batch-size", "8", "--epochs", "0.0008",
+              "--curriculum-epochs", "0", "--ckpt-every", "2", "--eval-size", "30", "--drop-path", "0.1"]
+    pretrain.train(parse("--out", str(tmp_path / "whole"), *common))
+    whole = tmp_path / "whole"
+    assert checkpoint_epoch(verify_checkpoint(whole / "last")) == 6  # the manifest records steps
+    assert checkpoint_epoch(whole / "last.prev") == 4 and not (whole / "last.pt").exists()
+    assert set(pretrain.load_last(whole)["rng"]) >= {"torch", "python", "numpy"}
+
+    # an older dytune's run folder: last.pt with the torch RNG state alone, resumed to the same weights
+    pretrain.train(parse("--out", str(tmp_path / "old"), *common, "--max-minutes", "1e-9"))
+    state = pretrain.load_last(tmp_path / "old")
+    legacy = {"model": state["model"], "optimizer": state["optimizer"], "torch_rng": state["rng"]["torch"],
+              "step": state["step"]}
+    shutil.rmtree(tmp_path / "old" / "last")
+    torch.save(legacy, tmp_path / "old" / "last.pt")
+    assert pretrain.load_init(str(tmp_path / "old" / "last.pt"))["step"] == 1
+    assert pretrain.train(parse("--out", str(tmp_path / "old"), *common))["finished"]
+    assert not (tmp_path / "old" / "last.pt").exists()
+    a, b = pretrain.load_last(whole)["model"], pretrain.load_last(tmp_path / "old")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert pretrain.load_init(str(whole / "last.pt"))["step"] == 6  # an old-style --init path names last/
+
+    # an incomplete last/ falls back to last.prev, saying so
+    capsys.readouterr()
+    with open(whole / "last" / pretrain.STATE_FILE, "ab") as f:
+        f.write(b"\0")
+    assert pretrain.load_last(whole)["step"] == 4
+    assert "using the previous complete checkpoint" in capsys.readouterr().err
+
+    with RunLock(whole), pytest.raises(RunError, match="in use|held|running"):
+        pretrain.train(parse("--out", str(whole), *common))
+    with pytest.raises(FileNotFoundError, match="--init .*nothing: not found"):
+        pretrain.load_init(str(tmp_path / "nothing"))
