@@ -1,5 +1,5 @@
 """timm's Eva family on tiny random-weight models: EVA-02 (rope, SwiGLU), DINOv3 (registers, LayerScale, dynamic
-size), Perception Encoder (AttentionRope, attention pooling) and mixed per-head rope."""
+size), Perception Encoder (AttentionRope, attention pooling), mixed per-head rope and EVA-01 (no rope)."""
 import pytest
 import timm
 import torch
@@ -20,6 +20,7 @@ EVA_ZOO = {
     "dinov3": ("vit_small_patch16_dinov3", {}, 5),
     "pe_core": ("vit_pe_core_tiny_patch16_384", {}, 1),
     "rope_mixed": ("vit_base_patch16_rope_mixed_224", {}, 1),
+    "eva01_no_rope": ("eva_giant_patch14_224", {}, 1),
 }
 
 
@@ -35,7 +36,8 @@ def eva(key: str, seed: int = 0, **overrides) -> torch.nn.Module:
             for gamma in (block.gamma_1, block.gamma_2):
                 if gamma is not None:
                     gamma.uniform_(0.5, 1.0)
-        torch.nn.init.normal_(model.head.weight, std=0.5)
+        if isinstance(model.head, torch.nn.Linear):
+            torch.nn.init.normal_(model.head.weight, std=0.5)
     return model
 
 
@@ -57,7 +59,7 @@ def test_protocol_answers(key):
     prefix = EVA_ZOO[key][2]
     assert isinstance(backbone, TimmEva) and backbone.family == "timm_eva"
     assert backbone.token_layout(1) == (prefix, 48, 3, 0)
-    assert backbone.position_dependent_attention(0) and backbone.subset_attention(0)
+    assert backbone.position_dependent_attention(0) is (key != "eva01_no_rope") and backbone.subset_attention(0)
     assert backbone.grid((32, 32)) == (4, 4) and backbone.stride() == (8, 8)
     with torch.no_grad():
         assert backbone.forward_tokens(torch.randn(2, 3, 32, 32)).shape == (2, prefix + 16, 48)
@@ -133,14 +135,18 @@ def test_rope_rows_follow_the_kept_tokens(monkeypatch):
 
 
 @pytest.mark.parametrize("variant", dytune.VARIANTS)
-def test_capacity_matches_masked_at_the_same_keep_masks(variant):
+def test_capacity_gathers_rope_rows_by_position(variant):
+    """Capacity 1.0 gathers every token in top-k order (not positional): it must equal complete execution."""
     model = converted("dinov3", variant=variant)
-    dytune.set_capacity(model, 0.5)
     x = torch.randn(7, 3, 32, 32)
+    complete, _ = _features(model, x, "complete")
+    dytune.set_capacity(model, 1.0)
+    capacity, _ = _features(model, x, "capacity")
+    torch.testing.assert_close(capacity, complete, rtol=0, atol=1e-4)
+    dytune.set_capacity(model, 0.5)
     with torch.no_grad(), dytune.execution(model, "capacity"):
-        capacity = model.forward_features(x)
+        assert model.forward_features(x).shape == (7, 21, 48)
     assert all(m.sum(1).eq(8).all() for b in model.blocks for m in b.keep_masks.values())
-    assert torch.isfinite(capacity).all() and capacity.shape == (7, 21, 48)
 
 
 def _torch_macs(model, x):
@@ -206,3 +212,30 @@ def test_refusals_say_why():
         dytune.convert(timm.create_model("eva02_tiny_patch14_224", **TINY, use_post_norm=True))
     with pytest.raises(ValueError, match=r"takes 32x32 images, got 24x40"):
         converted("eva02")(torch.randn(1, 3, 24, 40))
+
+
+def test_calibrate_and_skip_maps(tmp_path):
+    model = converted("dinov3", variant="attn_mlp")
+    x = torch.randn(8, 3, 24, 40)
+    dytune.calibrate(model, x, keep_rate=0.25, per_layer=True)
+    with torch.no_grad():
+        model(x)
+    assert dytune.keep_rates(model) == pytest.approx([0.25] * 4, abs=0.05)
+    from dytune.viz import plot_skip_maps
+
+    plot_skip_maps(model, x[:2], tmp_path / "skip.png")
+    assert (tmp_path / "skip.png").stat().st_size > 0
+
+
+def test_task_models_around_an_eva():
+    from dytune.tasks.segmentation.model import Segmenter
+    from dytune.tasks.video.model import VideoClassifier
+
+    backbone = dytune.convert(eva("eva02", depth=4, num_classes=0), dytune.DyTConfig(bottleneck=8, variant="attn"))
+    seg = Segmenter(backbone, num_classes=3, out_indices=(0, 1, 2, 3), channels=16,
+                    aux_channels=8, aux_index=0).eval()
+    with torch.no_grad():
+        assert seg(torch.randn(2, 3, 32, 32)).shape[:2] == (2, 3)
+    video = VideoClassifier(converted("dinov3"), num_classes=3, num_frames=2).eval()
+    with torch.no_grad():
+        assert video(torch.randn(2, 2, 3, 32, 32)).shape == (2, 3)
