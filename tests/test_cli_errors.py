@@ -149,7 +149,9 @@ def test_vtab_resumes_from_a_checkpoint_and_restarts_attempts_without_one(tmp_pa
         def wait(self):
             return 0
 
-    monkeypatch.setattr(engine_cli.subprocess, "Popen", Finished)
+    import dytune.engine.suite as suite  # the loop dytune vtab delegates to
+
+    monkeypatch.setattr(suite.subprocess, "Popen", Finished)
     tasks = ["done", "killed", "failed", "new"]
     assert main(["vtab", "--tasks", *tasks, "--output", str(out), "--gpus", "0"]) == 0
     assert sorted(started) == ["failed", "killed", "new"]

@@ -211,9 +211,12 @@ def train_plan(plan: List[Tuple[str, TrainConfig]], results: Optional[Path] = No
 
 
 def train_command(cfg: TrainConfig, resume: bool = False) -> List[str]:
-    """The `dytune train` command line that trains `cfg` in a process of its own: every setting as key=value (JSON
-    values, which YAML reads back exactly)."""
-    settings = [f"{key}={json.dumps(value)}" for key, value in cfg.to_dict().items()]
+    """The `dytune train` command line that trains `cfg` in a process of its own: every setting as key=value, which
+    `TrainConfig.load` reads back exactly (a text as typed when YAML reads it so, JSON otherwise)."""
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) and yaml.safe_load(value) == value else json.dumps(value)
+
+    settings = [f"{key}={text(value)}" for key, value in cfg.to_dict().items()]
     return [sys.executable, "-m", "dytune", "train", *settings, *(["--resume"] if resume else [])]
 
 

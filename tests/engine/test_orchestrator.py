@@ -88,6 +88,8 @@ def test_process_per_run_spreads_over_gpus_and_reports_failures(tmp_path, monkey
     {"method": "lora", "lora_rank": 2, "model_kwargs": {"depth": 2, "img_size": 32}, "clip_grad": 1e-3,
      "dataset": "ade20k", "seg_inference": "whole", "distill": None},
     {"dataset": "k400", "num_frames": 4, "output_dir": "runs/é", "blr": 0.1 + 0.2},
+    {"task": "true", "data_root": " padded ", "checkpoint_path": "", "model": "a: b", "device": "cuda:1"},
+    {"task": "null", "data_root": "#x", "model": "[1]", "custom_imports": []},
 ])
 def test_the_process_command_reproduces_the_config_exactly(values):
     cfg = TrainConfig(**values)
