@@ -5,8 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dytune
-from tests.conftest import converted
-from tests.test_flops import _unfused
+from tests.conftest import converted, countable
 
 
 @pytest.mark.parametrize("key", ["vit_cls", "deit_distilled", "registers_layerscale"])
@@ -15,7 +14,7 @@ from tests.test_flops import _unfused
 def test_logits_unchanged_and_last_block_counts_prefix_only(key, variant, fused, images):
     model = converted(key, variant=variant).eval()
     if not fused:
-        _unfused(model)
+        countable(model)
     with torch.no_grad():
         reference, features = model(images), model.forward_features(images)
         full_macs = dytune.count_macs(model, images)
@@ -37,7 +36,7 @@ def test_logits_unchanged_and_last_block_counts_prefix_only(key, variant, fused,
 @pytest.mark.parametrize("variant", dytune.VARIANTS)
 def test_pruned_counts_match_torch_counter(variant, images):
     # batch 1: with attention dispatch the torch counter also counts the padding of packed batches
-    model = dytune.logits_only(_unfused(converted(variant=variant)).eval())
+    model = dytune.logits_only(countable(converted(variant=variant)).eval())
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(images[:1])
     assert dytune.count_macs(model, images[:1], norms=False).item() == counter.get_total_flops() // 2
