@@ -4,8 +4,7 @@ passed to every block), SwiGLU / gated or plain MLPs, optional LayerScale (`gamm
 tokens."""
 from __future__ import annotations
 
-import warnings
-from typing import Any, Dict, List, Sequence, Tuple, Type
+from typing import Any, Dict, Tuple, Type
 
 import timm
 import torch
@@ -13,8 +12,8 @@ from timm.layers import AttentionRope
 from timm.models.eva import Eva, EvaAttention, EvaBlock
 from torch import nn
 
-from .base import AttentionCounter, Backbone, BlockParts, BorrowedScale, TokenLayout, register_backbone
-from .timm_vit import TESTED_TIMM, _timm_version
+from .base import AttentionCounter, BlockParts, BorrowedScale, register_backbone
+from .timm_common import TimmSingleStage
 
 __all__ = ["TimmEva"]
 
@@ -29,7 +28,7 @@ def _attention_macs(module: nn.Module, inputs: tuple, output: Any) -> int:
 
 
 @register_backbone
-class TimmEva(Backbone):
+class TimmEva(TimmSingleStage):
     """A timm `Eva` with pre-norm `EvaBlock`s (not `use_post_norm=True`)."""
 
     family = "timm_eva"
@@ -47,18 +46,6 @@ class TimmEva(Backbone):
     @classmethod
     def attention_counters(cls) -> Dict[Type[nn.Module], AttentionCounter]:
         return {EvaAttention: _attention_macs, AttentionRope: _attention_macs}
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.blocks
-
-    def validate(self) -> None:
-        lo, hi = TESTED_TIMM
-        if not lo <= _timm_version() < hi:
-            warnings.warn(f"dytune was tested with timm >= {'.'.join(map(str, lo))}, < {'.'.join(map(str, hi))}; "
-                          f"found timm {timm.__version__}", stacklevel=3)
-        for i in range(self.depth):
-            self.check_block(i)
 
     def check_block(self, index: int) -> None:
         block = self.blocks[index]
@@ -81,26 +68,11 @@ class TimmEva(Backbone):
         return BlockParts(block.norm1, block.attn, ls1, block.drop_path1, block.norm2, block.mlp, ls2,
                           block.drop_path2)
 
-    def token_layout(self, index: int) -> TokenLayout:
-        return TokenLayout(self.model.num_prefix_tokens, self.model.embed_dim, self.blocks[index].attn.num_heads, 0)
-
     def position_dependent_attention(self, index: int) -> bool:
         return self.model.rope is not None
 
     def subset_attention(self, index: int) -> bool:
         return True  # the rope rows of the kept tokens are gathered with them (`tokens.gather_positions`)
-
-    @property
-    def stem(self) -> nn.Module:
-        return self.model.patch_embed
-
-    @property
-    def in_chans(self) -> int:
-        return self.model.patch_embed.proj.in_channels
-
-    @property
-    def image_size(self) -> Tuple[int, int]:
-        return tuple(self.model.patch_embed.img_size)
 
     @property
     def dynamic_size(self) -> bool:
@@ -110,10 +82,6 @@ class TimmEva(Backbone):
         if stage != 0:
             raise ValueError(f"stage={stage}: a timm Eva has one stage (0)")
         return tuple(self.model.patch_embed.patch_size)
-
-    def grid(self, size: Tuple[int, int], stage: int = 0) -> Tuple[int, int]:
-        self.stride(stage)
-        return tuple(self.model.patch_embed.dynamic_feat_size(tuple(size)))
 
     def check_input(self, images: Any) -> None:
         embed = self.model.patch_embed
@@ -134,25 +102,8 @@ class TimmEva(Backbone):
     def pooling(self) -> str:
         return "map" if self.model.attn_pool is not None else self.model.global_pool
 
-    @property
-    def num_features(self) -> int:
-        return self.model.embed_dim
-
-    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(images)
-
-    def feature_maps(self, images: torch.Tensor, indices: Sequence[int]) -> List[torch.Tensor]:
-        return self.model.forward_intermediates(images, indices=list(indices), output_fmt="NCHW",
-                                                intermediates_only=True)
-
-    def prune(self, indices: Sequence[int]) -> None:
-        self.model.prune_intermediate_layers(list(indices), prune_norm=True, prune_head=True)
-
     def classifier_heads(self) -> Tuple[nn.Module, ...]:
         return (self.model.head,)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.model.reset_classifier(num_classes)
 
     def architecture(self) -> Dict[str, Any]:
         cfg = getattr(self.model, "pretrained_cfg", None) or {}

@@ -3,8 +3,7 @@ LayerScale models, `dynamic_img_size`; one stage of pre-norm `Block`s after a le
 from __future__ import annotations
 
 import inspect
-import warnings
-from typing import Any, Dict, List, Sequence, Tuple, Type
+from typing import Any, Dict, Tuple, Type
 
 import timm
 import torch
@@ -12,20 +11,10 @@ from timm.layers import Attention, AttentionPoolLatent
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from .base import AttentionCounter, Backbone, BlockParts, TokenLayout, register_backbone
+from .base import AttentionCounter, BlockParts, register_backbone
+from .timm_common import TESTED_TIMM, TimmSingleStage
 
-__all__ = ["TimmViT", "TESTED_TIMM"]
-
-TESTED_TIMM = ((1, 0, 20), (1, 1, 0))  # [lower, upper) bound of the timm releases the ViT internals were checked on
-
-
-def _timm_version() -> tuple:
-    parts = []
-    for piece in timm.__version__.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
+__all__ = ["TimmViT"]
 
 def _self_attention_macs(module: nn.Module, inputs: tuple, output: Any) -> int:
     batch, tokens, _ = inputs[0].shape
@@ -38,7 +27,7 @@ def _latent_attention_macs(module: nn.Module, inputs: tuple, output: Any) -> int
 
 
 @register_backbone
-class TimmViT(Backbone):
+class TimmViT(TimmSingleStage):
     """A timm `VisionTransformer` (any model of `timm.models.vision_transformer`) with pre-norm `Block`s."""
 
     family = "timm_vit"
@@ -53,18 +42,6 @@ class TimmViT(Backbone):
     @classmethod
     def attention_counters(cls) -> Dict[Type[nn.Module], AttentionCounter]:
         return {Attention: _self_attention_macs, AttentionPoolLatent: _latent_attention_macs}
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.blocks
-
-    def validate(self) -> None:
-        lo, hi = TESTED_TIMM
-        if not lo <= _timm_version() < hi:
-            warnings.warn(f"dytune was tested with timm >= {'.'.join(map(str, lo))}, < {'.'.join(map(str, hi))}; "
-                          f"found timm {timm.__version__}", stacklevel=3)
-        for i in range(self.depth):
-            self.check_block(i)
 
     def check_block(self, index: int) -> None:
         block = self.blocks[index]
@@ -84,23 +61,8 @@ class TimmViT(Backbone):
         block = self.blocks[index]
         return BlockParts(*(getattr(block, name) for name in BlockParts._fields))
 
-    def token_layout(self, index: int) -> TokenLayout:
-        return TokenLayout(self.model.num_prefix_tokens, self.model.embed_dim, self.blocks[index].attn.num_heads, 0)
-
     def position_dependent_attention(self, index: int) -> bool:
         return False
-
-    @property
-    def stem(self) -> nn.Module:
-        return self.model.patch_embed
-
-    @property
-    def in_chans(self) -> int:
-        return self.model.patch_embed.proj.in_channels
-
-    @property
-    def image_size(self) -> Tuple[int, int]:
-        return tuple(self.model.patch_embed.img_size)
 
     @property
     def dynamic_size(self) -> bool:
@@ -110,10 +72,6 @@ class TimmViT(Backbone):
         if stage != 0:
             raise ValueError(f"stage={stage}: a timm VisionTransformer has one stage (0)")
         return tuple(self.model.patch_embed.patch_size)
-
-    def grid(self, size: Tuple[int, int], stage: int = 0) -> Tuple[int, int]:
-        self.stride(stage)
-        return tuple(self.model.patch_embed.dynamic_feat_size(tuple(size)))
 
     def check_input(self, images: Any) -> None:
         embed = self.model.patch_embed
@@ -137,26 +95,9 @@ class TimmViT(Backbone):
             return "map"
         return self.model.global_pool
 
-    @property
-    def num_features(self) -> int:
-        return self.model.embed_dim
-
-    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(images)
-
-    def feature_maps(self, images: torch.Tensor, indices: Sequence[int]) -> List[torch.Tensor]:
-        return self.model.forward_intermediates(images, indices=list(indices), output_fmt="NCHW",
-                                                intermediates_only=True)
-
-    def prune(self, indices: Sequence[int]) -> None:
-        self.model.prune_intermediate_layers(list(indices), prune_norm=True, prune_head=True)
-
     def classifier_heads(self) -> Tuple[nn.Module, ...]:
         heads = self.model.get_classifier()
         return heads if isinstance(heads, tuple) else (heads,)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.model.reset_classifier(num_classes)
 
     def architecture(self) -> Dict[str, Any]:
         cfg = getattr(self.model, "pretrained_cfg", None) or {}

@@ -1,0 +1,79 @@
+"""What timm's single-stage ViT-like classes share (`VisionTransformer`, `Eva`): one list of pre-norm blocks after a
+patch embedding, `num_prefix_tokens` class and register tokens, `forward_intermediates` feature maps, and the timm
+releases their internals were checked on. A family subclasses it and adds what differs (block class and parts,
+attention, pooling, checkpoint layout)."""
+from __future__ import annotations
+
+import warnings
+from typing import List, Sequence, Tuple
+
+import timm
+import torch
+from torch import nn
+
+from .base import Backbone, TokenLayout
+
+__all__ = ["TESTED_TIMM", "TimmSingleStage"]
+
+TESTED_TIMM = ((1, 0, 20), (1, 1, 0))  # [lower, upper) bound of the timm releases the internals were checked on
+
+
+def _timm_version() -> tuple:
+    parts = []
+    for piece in timm.__version__.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+class TimmSingleStage(Backbone):
+    """The parts of the protocol that timm's single-stage ViT-like classes answer alike (abstract: a family still
+    says which models it accepts, checks its block class, names the parts a dynamic block adopts, and so on)."""
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.blocks
+
+    def validate(self) -> None:
+        lo, hi = TESTED_TIMM
+        if not lo <= _timm_version() < hi:
+            warnings.warn(f"dytune was tested with timm >= {'.'.join(map(str, lo))}, < {'.'.join(map(str, hi))}; "
+                          f"found timm {timm.__version__}", stacklevel=3)
+        for i in range(self.depth):
+            self.check_block(i)
+
+    def token_layout(self, index: int) -> TokenLayout:
+        return TokenLayout(self.model.num_prefix_tokens, self.model.embed_dim, self.blocks[index].attn.num_heads, 0)
+
+    @property
+    def stem(self) -> nn.Module:
+        return self.model.patch_embed
+
+    @property
+    def in_chans(self) -> int:
+        return self.model.patch_embed.proj.in_channels
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        return tuple(self.model.patch_embed.img_size)
+
+    def grid(self, size: Tuple[int, int], stage: int = 0) -> Tuple[int, int]:
+        self.stride(stage)
+        return tuple(self.model.patch_embed.dynamic_feat_size(tuple(size)))
+
+    @property
+    def num_features(self) -> int:
+        return self.model.embed_dim
+
+    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(images)
+
+    def feature_maps(self, images: torch.Tensor, indices: Sequence[int]) -> List[torch.Tensor]:
+        return self.model.forward_intermediates(images, indices=list(indices), output_fmt="NCHW",
+                                                intermediates_only=True)
+
+    def prune(self, indices: Sequence[int]) -> None:
+        self.model.prune_intermediate_layers(list(indices), prune_norm=True, prune_head=True)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.model.reset_classifier(num_classes)
