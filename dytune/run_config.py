@@ -120,7 +120,7 @@ class RunSettings(Settings):
             _import_all(self.custom_imports)
 
 
-def _plugin_owners() -> Dict[str, Type[Settings]]:
+def _declared_owners() -> Dict[str, Type[Settings]]:
     """Setting name -> the settings class that declares it, for the settings that registered tasks and methods
     declare beyond TrainConfig's own fields: the video and segmentation tasks', and those of plug-ins that
     `custom_imports` registered."""
@@ -140,6 +140,11 @@ def _plugin_owners() -> Dict[str, Type[Settings]]:
     return owners
 
 
+def _default(cls: Type[Settings], name: str) -> Any:
+    spec = cls.__dataclass_fields__[name]
+    return spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+
+
 @dataclass(init=False)
 class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
     """Everything one training or evaluation run needs; written resolved to `<output_dir>/config.yaml`.
@@ -156,33 +161,32 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
     """
 
     def __init__(self, **values: Any) -> None:
-        object.__setattr__(self, "_plugins", {})
+        object.__setattr__(self, "_declared", {})
         self.custom_imports = values.pop("custom_imports", [])  # first: it registers the plug-ins named below
-        owners = _plugin_owners()
+        owners = _declared_owners()
         fields = {f.name: f for f in dataclasses.fields(self)}
         unknown = sorted(map(str, set(values) - set(fields) - set(owners)))
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; see `dytune train --help-config`")
-        object.__setattr__(self, "_plugins", {name: owner() for name, owner in owners.items()})
-        for name, spec in fields.items():
+        object.__setattr__(self, "_declared", {name: owner() for name, owner in owners.items()})
+        for name in fields:
             if name != "custom_imports":
-                default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
-                setattr(self, name, values.get(name, default))
+                setattr(self, name, values.get(name, _default(type(self), name)))
         for name in owners:
             if name in values:
                 setattr(self, name, values[name])
         self.method_settings()  # the chosen method's settings together
 
     def __getattr__(self, name: str) -> Any:
-        plugins = self.__dict__.get("_plugins", {})
-        if name not in plugins:
+        declared = self.__dict__.get("_declared", {})
+        if name not in declared:
             raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
-        return getattr(plugins[name], name)
+        return getattr(declared[name], name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        plugins = self.__dict__.get("_plugins", {})
-        if name in plugins:
-            setattr(plugins[name], name, value)  # parsed and checked by the declaring class
+        declared = self.__dict__.get("_declared", {})
+        if name in declared:
+            setattr(declared[name], name, value)  # parsed and checked by the declaring class
         else:
             super().__setattr__(name, value)
 
@@ -193,8 +197,8 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
 
         readers = [task_for_dataset(self.dataset).settings, METHODS[self.method].settings]
         read = {name for cls in readers if cls is not None for name in cls.__dataclass_fields__}
-        declared = {name: getattr(self, name) for name, settings in self._plugins.items()
-                    if name in read or getattr(self, name) != getattr(type(settings)(), name)}
+        declared = {name: getattr(self, name) for name, settings in self._declared.items()
+                    if name in read or getattr(self, name) != _default(type(settings), name)}
         return {**dataclasses.asdict(self), **declared}
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -207,7 +211,7 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
         (dataclass field with the help text, range and choices; type annotation)."""
         own = {f.name: (f, _hints(cls)[f.name]) for f in dataclasses.fields(cls)}
         declared = {name: (owner.__dataclass_fields__[name], _hints(owner)[name])
-                    for name, owner in _plugin_owners().items()}
+                    for name, owner in _declared_owners().items()}
         return {**own, **declared}
 
     @classmethod
@@ -285,10 +289,10 @@ class TrainConfig(VPTSettings, LoRASettings, MoESettings, RunSettings):
             users = "every method" if group is RunSettings else ", ".join(methods_reading(group)) or "no method"
             lines.append(f"{group.group} settings ({users}):")
             lines += cls.help_lines(names)
-        plugins = _plugin_owners()
-        for group in dict.fromkeys(plugins.values()):
+        declared = _declared_owners()
+        for group in dict.fromkeys(declared.values()):
             lines.append(f"{group.group} settings ({', '.join(_readers(group)) or 'no task or method'}):")
-            lines += group.help_lines([name for name, owner in plugins.items() if owner is group])
+            lines += group.help_lines([name for name, owner in declared.items() if owner is group])
         return "\n".join(lines)
 
 
