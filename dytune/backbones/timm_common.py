@@ -5,7 +5,7 @@ attention, pooling, checkpoint layout)."""
 from __future__ import annotations
 
 import warnings
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import timm
 import torch
@@ -77,3 +77,28 @@ class TimmSingleStage(Backbone):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.model.reset_classifier(num_classes)
+
+    @property
+    def dynamic_size(self) -> bool:
+        return bool(getattr(self.model, "dynamic_img_size", False))
+
+    def stride(self, stage: int = 0) -> Tuple[int, int]:
+        if stage != 0:
+            raise ValueError(f"stage={stage}: a timm {type(self.model).__name__} has one stage (0)")
+        return tuple(self.model.patch_embed.patch_size)
+
+    def check_input(self, images: Any) -> None:
+        embed = self.model.patch_embed
+        channels = self.in_chans
+        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != channels:
+            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise ValueError(f"dytune model input: expected images of shape [B, {channels}, H, W], got {shape}")
+        height, width = images.shape[-2:]
+        ph, pw = embed.patch_size
+        if not self.dynamic_size and getattr(embed, "strict_img_size", True) and (
+                (height, width) != tuple(embed.img_size)):
+            raise ValueError(
+                f"dytune model input: this model takes {embed.img_size[0]}x{embed.img_size[1]} images, got "
+                f"{height}x{width}; create the timm model with img_size=({height}, {width}) or dynamic_img_size=True")
+        if not getattr(embed, "dynamic_img_pad", False) and (height % ph or width % pw):
+            raise ValueError(f"dytune model input: {height}x{width} is not a multiple of the {ph}x{pw} patch size")

@@ -65,31 +65,6 @@ class TimmViT(TimmSingleStage):
         return False
 
     @property
-    def dynamic_size(self) -> bool:
-        return bool(getattr(self.model, "dynamic_img_size", False))
-
-    def stride(self, stage: int = 0) -> Tuple[int, int]:
-        if stage != 0:
-            raise ValueError(f"stage={stage}: a timm VisionTransformer has one stage (0)")
-        return tuple(self.model.patch_embed.patch_size)
-
-    def check_input(self, images: Any) -> None:
-        embed = self.model.patch_embed
-        channels = self.in_chans
-        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != channels:
-            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
-            raise ValueError(f"dytune model input: expected images of shape [B, {channels}, H, W], got {shape}")
-        height, width = images.shape[-2:]
-        ph, pw = embed.patch_size
-        if not self.model.dynamic_img_size and getattr(embed, "strict_img_size", True) and (
-                (height, width) != tuple(embed.img_size)):
-            raise ValueError(
-                f"dytune model input: this model takes {embed.img_size[0]}x{embed.img_size[1]} images, got "
-                f"{height}x{width}; create the timm model with img_size=({height}, {width}) or dynamic_img_size=True")
-        if not getattr(embed, "dynamic_img_pad", False) and (height % ph or width % pw):
-            raise ValueError(f"dytune model input: {height}x{width} is not a multiple of the {ph}x{pw} patch size")
-
-    @property
     def pooling(self) -> str:
         if getattr(self.model, "attn_pool", None) is not None:
             return "map"
