@@ -22,15 +22,15 @@ import torch
 
 import dytune
 from dytune.bench.timing import time_interleaved
-from dytune.checkpoint import atomic_write
-from dytune.runtime import relative_spread
+from dytune.core.checkpoint import atomic_write
+from dytune.utils.runtime import relative_spread
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_base_patch16_224", help="timm model (dytune_mini_vit: the shipped one)")
     parser.add_argument("--batch-sizes", default="1,32")
-    parser.add_argument("--bucket", type=int, default=dytune.modules.tokens.DEFAULT_BUCKET)
+    parser.add_argument("--bucket", type=int, default=dytune.core.modules.tokens.DEFAULT_BUCKET)
     parser.add_argument("--keep-rate", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=1)
@@ -62,7 +62,7 @@ def main() -> None:
                                    repeats=args.repeats)
         speedups = timings["bucketed"].speedups_over(timings["exact"])
         kept = [int(m.sum()) + batch * model.num_prefix_tokens for m in dytune.keep_masks(model)]
-        padded = [dytune.modules.tokens.bucketed(k, args.bucket) for k in kept]
+        padded = [dytune.core.modules.tokens.bucketed(k, args.bucket) for k in kept]
         row = {"batch": batch, "exact_ms": timings["exact"].median_ms, "bucketed_ms": timings["bucketed"].median_ms,
                "speedup_median": statistics.median(speedups), "speedup_spread": relative_spread(speedups),
                "speedups": speedups, "padding_rows": sum(padded) / sum(kept) - 1,

@@ -39,7 +39,7 @@ def worker(bucket: int, batches: int, batch_size: int, every: int, seed: int) ->
     import timm
 
     import dytune
-    from dytune.calibrate import calibrate, dispatchers
+    from dytune.core.calibrate import calibrate, dispatchers
 
     torch.manual_seed(seed)
     model = dytune.convert(timm.create_model("dytune_mini_vit", pretrained=True)).eval()
@@ -151,7 +151,7 @@ def main() -> None:
                           "torch": torch.__version__, "threads": torch.get_num_threads()},
               "summary": summary, "records": records}
     if args.out:
-        from dytune.checkpoint import atomic_write
+        from dytune.core.checkpoint import atomic_write
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))

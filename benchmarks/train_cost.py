@@ -25,7 +25,7 @@ def measure(method: str, model_name: str, batch: int, steps: int) -> dict:
     from dytune.methods import METHODS as REGISTRY, build_objective
     from dytune.engine.optim import param_groups
     from dytune.engine.trainer import ObjectiveStep
-    from dytune.runtime import peak_memory_mb
+    from dytune.utils.runtime import peak_memory_mb
     from dytune.tasks import build_task
 
     torch.manual_seed(0)

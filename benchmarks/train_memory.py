@@ -26,7 +26,7 @@ def train_one(bucket: int, task: str, epochs: int, method: str, out: Path) -> No
     """Train one run with `DynamicBlock.bucket = bucket` (this process only)."""
     from dytune.engine import TrainConfig, train
     from dytune.engine.suite import load_suite
-    from dytune.modules.blocks import DynamicBlock
+    from dytune.core.modules.blocks import DynamicBlock
 
     DynamicBlock.bucket = bucket
     base = load_suite(SUITE)["base"]

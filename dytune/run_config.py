@@ -1,7 +1,7 @@
 """Training configuration: one dataclass, YAML presets and `key=value` overrides.
 
 Every setting is parsed to its declared type (the dataclass annotation) and checked against the range or choices
-declared next to its help text (`dytune.settings`), when a config is built (`TrainConfig(...)`, `from_dict`, `load`)
+declared next to its help text (`dytune.utils.settings`), when a config is built (`TrainConfig(...)`, `from_dict`, `load`)
 and whenever a field is assigned. A bad value therefore fails before a run writes anything, with a message naming the
 setting, the value and what was expected. A method's settings are declared with the method (`dytune.methods`), a
 task's own with the task (e.g. `dytune.tasks.video.VideoSettings`); TrainConfig holds them all as flat keys.
@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, U
 import yaml
 
 from .methods import METHODS, LoRASettings, MoESettings, VPTSettings, methods_reading
-from .settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, Bounds, Settings, _hints, setting as _setting
+from .utils.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, Bounds, Settings, _hints, setting as _setting
 
 __all__ = ["TrainConfig", "Bounds", "RESUME_IGNORED", "differences", "read_preset"]
 

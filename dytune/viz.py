@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import find_backbone
-from .convert import dynamic_blocks
+from .core.convert import dynamic_blocks
 
 __all__ = ["plot_skip_maps", "plot_frame_skip_maps", "plot_segmentation"]
 

@@ -25,7 +25,7 @@ class BlockParts(NamedTuple):
     """The sub-modules of a pre-norm block, `x + drop_path1(ls1(attn(norm1(x))))` then the same with norm2 and mlp,
     which a dytune block adopts under these names (so the backbone's state-dict keys stay those of the block).
 
-    `attn` maps [B, N, C] to [B, N, C] and has the layout `dytune.flops.attention_macs` counts (qkv, q_norm, k_norm,
+    `attn` maps [B, N, C] to [B, N, C] and has the layout `dytune.core.flops.attention_macs` counts (qkv, q_norm, k_norm,
     proj, num_heads); `mlp` is token-wise.
     """
 
@@ -84,7 +84,7 @@ class Backbone(ABC):
     family: ClassVar[str]  # registry key, e.g. "timm_vit"
     description: ClassVar[str]  # what the family covers, for the refusal message, e.g. "timm VisionTransformer (...)"
     architecture_keys: ClassVar[Tuple[str, ...]] = ()  # `architecture()` entries a checkpoint's base must match
-    token_merging_refusal: ClassVar[str] = ""  # why `dytune.tome` cannot merge this family's tokens ("" if it can)
+    token_merging_refusal: ClassVar[str] = ""  # why `dytune.core.tome` cannot merge this family's tokens ("" if it can)
 
     def __init__(self, model: nn.Module) -> None:
         if not self.accepts(model):

@@ -6,9 +6,9 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..calibrate import sweep_keep_rates
-from ..convert import keep_rates
-from ..flops import count_macs
+from ..core.calibrate import sweep_keep_rates
+from ..core.convert import keep_rates
+from ..core.flops import count_macs
 
 
 @torch.no_grad()

@@ -14,9 +14,9 @@ from typing import Dict, Union
 import torch
 from torch import nn
 
-from ..convert import dynamic_blocks
-from ..modules.adapter import Adapter
-from ..modules.blocks import MLPDispatchBlock
+from ..core.convert import dynamic_blocks
+from ..core.modules.adapter import Adapter
+from ..core.modules.blocks import MLPDispatchBlock
 
 OFFICIAL_FILE = Path("models") / "model_speed_test.py"
 OFFICIAL_VARIANT = MLPDispatchBlock.variant  # the only dispatch variant of the official fast-inference code

@@ -15,15 +15,15 @@ from torch import nn
 
 from ..version import __version__
 from ..backbones import backbone_for
-from ..calibrate import calibrate
-from ..capacity import plan_capacity, set_capacity
-from ..checkpoint import from_pretrained, load_backbone_weights, read_pretrained_config
-from ..config import VARIANTS, DyTConfig
-from ..convert import convert, converted_config, execution, inner_vit, keep_rates, logits_only
-from ..flops import count_macs
+from ..core.calibrate import calibrate
+from ..core.capacity import plan_capacity, set_capacity
+from ..core.checkpoint import from_pretrained, load_backbone_weights, read_pretrained_config
+from ..core.config import VARIANTS, DyTConfig
+from ..core.convert import convert, converted_config, execution, inner_vit, keep_rates, logits_only
+from ..core.flops import count_macs
 from ..run_config import TrainConfig
 from ..tasks import TASKS, Task
-from ..tome import apply_tome, supports_proportional_attention
+from ..core.tome import apply_tome, supports_proportional_attention
 from .memory import peak_memory_bytes
 from .runtimes import EAGER, runtime_compiler
 from .timing import time_interleaved

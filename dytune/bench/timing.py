@@ -8,7 +8,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-from ..runtime import relative_spread, synchronize
+from ..utils.runtime import relative_spread, synchronize
 
 
 @dataclass

@@ -8,10 +8,10 @@ from typing import Any, Dict, List, Optional, Tuple
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..checkpoint import load_backbone_weights, load_trained_state, save_pretrained, trained_state_dict
+from ..core.checkpoint import load_backbone_weights, load_trained_state, save_pretrained, trained_state_dict
 from ..utils.io import atomic_write
-from ..convert import is_converted
-from ..flops import count_macs
+from ..core.convert import is_converted
+from ..core.flops import count_macs
 from ..tasks.base import Task
 from ..methods import METHODS, Method
 

@@ -9,10 +9,10 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 from tqdm import tqdm
 
-from .. import distributed
-from ..flops import DynamicMacMeter, count_macs
-from ..modules.blocks import DynamicBlock
-from ..runtime import autocast, relative_spread, synchronize
+from ..utils import distributed
+from ..core.flops import DynamicMacMeter, count_macs
+from ..core.modules.blocks import DynamicBlock
+from ..utils.runtime import autocast, relative_spread, synchronize
 from ..tasks.base import Metric, Task
 from ..tasks.classification.metric import ClassificationMetric
 from .loader import DataLoader

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, List, Optional
 from torch.utils import data
 from torch.utils.data import Dataset, IterableDataset, default_collate, default_convert, get_worker_info
 
-from ..errors import USER_ERRORS
+from ..utils.errors import USER_ERRORS
 
 __all__ = ["DataLoader", "WorkerTraceback"]
 
@@ -72,7 +72,7 @@ class _GuardedCollate:
 
 
 class DataLoader(data.DataLoader):
-    """A `torch.utils.data.DataLoader` that re-raises a user error (`dytune.errors.USER_ERRORS`) from a worker as
+    """A `torch.utils.data.DataLoader` that re-raises a user error (`dytune.utils.errors.USER_ERRORS`) from a worker as
     itself, with the worker's traceback as its cause (`WorkerTraceback`); other errors keep torch's handling.
 
     Args:

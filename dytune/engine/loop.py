@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 import torch
 from torch import nn
 
-from ..runtime import autocast
+from ..utils.runtime import autocast
 from .optim import LrSchedule
 
 __all__ = ["OptimizerStep"]

@@ -8,9 +8,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from .. import distributed
-from ..convert import is_converted
-from ..flops import DynamicMacMeter, count_macs
+from ..utils import distributed
+from ..core.convert import is_converted
+from ..core.flops import DynamicMacMeter, count_macs
 from .evaluation import _KeepRates
 from .runs import CHECKPOINTS, DEFAULT_CHECKPOINT, load_run
 

@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from ..errors import RunError
+from ..utils.errors import RunError
 
 try:
     import fcntl
@@ -49,7 +49,7 @@ LOCK_NAME = ".dytune.lock"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "dytune-checkpoint"
 PREVIOUS_SUFFIX = ".prev"
-TMP_SUFFIX = ".tmp"  # temporaries are `.<name>.<random>.tmp`, the pattern of `dytune.checkpoint.atomic_write` too
+TMP_SUFFIX = ".tmp"  # temporaries are `.<name>.<random>.tmp`, the pattern of `dytune.core.checkpoint.atomic_write` too
 # What a run writes into its folder; results.json first, so that a folder being cleared never looks finished.
 RUN_FILES = ("results.json", "config.yaml", "log.csv", "last", "last" + PREVIOUS_SUFFIX, "best",
              "best" + PREVIOUS_SUFFIX, "tensorboard")

@@ -8,10 +8,10 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .. import distributed
-from ..calibrate import dispatchers, sweep_keep_rates
-from ..capacity import plan_capacity, set_capacity
-from ..convert import execution, is_converted
+from ..utils import distributed
+from ..core.calibrate import dispatchers, sweep_keep_rates
+from ..core.capacity import plan_capacity, set_capacity
+from ..core.convert import execution, is_converted
 from ..tasks import Task, build_task
 from .build import build_model, load_model_weights, read_run_meta
 from ..run_config import TrainConfig

@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from ..errors import RunError
+from ..utils.errors import RunError
 from ..utils.io import atomic_write
 from ..tasks import TASKS
 from ..run_config import TrainConfig

@@ -13,14 +13,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
-from .. import distributed
+from ..utils import distributed
 from ..utils.io import atomic_write
-from ..convert import set_tau_progress
+from ..core.convert import set_tau_progress
 from ..tasks.classification.data import first_label_outside
-from ..errors import RunError
+from ..utils.errors import RunError
 from ..methods import METHODS, build_objective
 from ..run_config import RESUME_IGNORED, TrainConfig, differences
-from ..runtime import check_precision, peak_memory_mb, synchronize, timing_warning
+from ..utils.runtime import check_precision, peak_memory_mb, synchronize, timing_warning
 from ..tasks import build_task
 from .build import build_model, load_model_weights, save_model
 from .csvlog import CsvLog

@@ -22,10 +22,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..calibrate import dispatchers
-from ..capacity import capacities
-from ..convert import converted_config, dynamic_blocks, execution, is_converted
-from ..modules.capacity import capacity_count
+from ..core.calibrate import dispatchers
+from ..core.capacity import capacities
+from ..core.convert import converted_config, dynamic_blocks, execution, is_converted
+from ..core.modules.capacity import capacity_count
 from ..utils.io import atomic_write
 from ..version import __version__
 from .runtimes import FORMAT_RUNTIMES, available, load_runner, require

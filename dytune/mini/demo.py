@@ -20,13 +20,13 @@ import torch
 
 from ..bench.timing import time_interleaved
 from . import minivideo, minivtab
-from ..distributed import teardown
+from ..utils.distributed import teardown
 from ..run_config import TrainConfig
 from ..engine.runs import load_run
 from ..engine.trainer import STATE, train
-from ..flops import count_macs
+from ..core.flops import count_macs
 from ..pretrained import mini_vit_info
-from ..runtime import timing_warning
+from ..utils.runtime import timing_warning
 
 
 @dataclass(frozen=True)

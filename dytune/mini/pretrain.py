@@ -49,7 +49,7 @@ from tqdm import tqdm
 from ..utils.io import atomic_write
 from .canvas import contrasting_colors, paste, place_theta, textures, uniform
 from ..data.sources import FASHION_MNIST_CLASSES, load_fashion_mnist
-from ..distributed import DistEnv
+from ..utils.distributed import DistEnv
 from ..engine.csvlog import CsvLog
 from ..engine.rundir import RunLock, clean_stale_temporaries, has_checkpoint, read_checkpoint, write_checkpoint
 from ..engine.seeding import rng_state, set_rng_state

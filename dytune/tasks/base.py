@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..settings import Settings
+from ..utils.settings import Settings
 
 __all__ = ["Metric", "Task", "TASKS", "register_task", "unregister_task", "task_for_dataset", "build_task"]
 

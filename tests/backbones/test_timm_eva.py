@@ -7,8 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import dytune
 from dytune.backbones import BorrowedScale, TimmEva, backbone_for
-from dytune.modules import tokens
-from dytune.tome import apply_tome
+from dytune.core.modules import tokens
+from dytune.core.tome import apply_tome
 
 from ..conftest import countable, randomize_adapters
 
@@ -128,7 +128,7 @@ def test_rope_rows_follow_the_kept_tokens(monkeypatch):
     model = converted("eva02", variant="attn")
     x = torch.randn(7, 3, 32, 32)
     masked, _ = _features(model, x, "masked")
-    monkeypatch.setattr("dytune.modules.blocks.gather_positions", lambda rope, positions, p: tokens.gather_positions(
+    monkeypatch.setattr("dytune.core.modules.blocks.gather_positions", lambda rope, positions, p: tokens.gather_positions(
         rope, torch.arange(positions.shape[1]).expand_as(positions), p))
     wrong, _ = _features(model, x, "sparse")
     assert (wrong - masked).abs().max() > 1e-2

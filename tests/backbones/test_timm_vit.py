@@ -10,8 +10,8 @@ from torch import nn
 import dytune
 from dytune.backbones import (Backbone, BlockParts, TimmViT, TokenLayout, backbone_families, backbone_for,
                               find_backbone, is_backbone, register_backbone)
-from dytune.convert import inner_vit
-from dytune.modules.blocks import DynamicBlock
+from dytune.core.convert import inner_vit
+from dytune.core.modules.blocks import DynamicBlock
 from dytune.tasks.video.model import VideoClassifier
 
 from ..conftest import MODEL_ZOO, zoo_model

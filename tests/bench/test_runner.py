@@ -6,15 +6,15 @@ import torch
 
 import dytune
 from dytune.bench import Timing, time_interleaved
-from dytune.bench.cli import format_table
+from dytune.cli.bench import format_table
 from dytune.bench.accuracy import accuracy_vs_budget
 from dytune.bench.memory import peak_memory_bytes
 from dytune.bench.official import official_state_dict
 from dytune.bench.runner import BenchSettings, build_models, images_for, run_benchmark
-from dytune.calibrate import dispatchers
+from dytune.core.calibrate import dispatchers
 from dytune.cli import main
-from dytune.modules.adapter import build_adapter
-from dytune.modules.blocks import BLOCK_VARIANTS, add_adapter_
+from dytune.core.modules.adapter import build_adapter
+from dytune.core.modules.blocks import BLOCK_VARIANTS, add_adapter_
 from tests.conftest import converted, randomize_adapters
 
 TINY_ARGS = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
@@ -241,7 +241,7 @@ def test_checkpoint_entry_is_named_by_its_variant(tmp_path):
 
 
 def test_accuracy_data_is_decoded_once_for_all_models(tmp_path, monkeypatch):
-    import dytune.bench.cli as bench_cli
+    import dytune.cli.bench as bench_cli
 
     data = tmp_path / "val.pt"
     torch.save({"images": torch.randn(24, 3, 32, 32), "labels": torch.arange(24) % 5}, data)

@@ -237,7 +237,7 @@ def test_predict_prints_top_classes_keep_rate_macs_and_writes_skip_maps(tmp_path
 
 
 def test_budget_table_names_the_runs_metric():
-    from dytune.engine.cli import format_budget_curve
+    from dytune.cli.train import format_budget_curve
 
     row = {"target_keep_rate": None, "metric": "mean_per_class_acc", "mean_per_class_acc": 61.5, "acc": 70.0,
            "gmacs": 0.1, "images_per_s": 10.0}

@@ -4,7 +4,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dytune.tasks.classification.data import build_dataset
 from dytune.engine import TrainConfig, evaluate
-from dytune.distributed import DistEnv, ShardSampler
+from dytune.utils.distributed import DistEnv, ShardSampler
 from dytune.engine.optim import lr_at
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from dytune.cli import main
 from dytune.engine import train
-from dytune.errors import RunError
+from dytune.utils.errors import RunError
 from tests.engine.fixtures import write_vtab_task
 from tests.engine.test_engine import TINY, _free_port, config
 

@@ -13,7 +13,7 @@ import pytest
 from dytune.engine.rundir import (LOCK_NAME, MANIFEST_NAME, RunLock, checkpoint_epoch, clean_stale_temporaries,
                                   has_checkpoint, prepare_fresh_run, read_checkpoint, verify_checkpoint,
                                   write_checkpoint)
-from dytune.errors import RunError
+from dytune.utils.errors import RunError
 
 posix_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked writer")
 FILES = ("adapter_model.safetensors", "train_state.pt", "meta/train_config.yaml")

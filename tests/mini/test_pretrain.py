@@ -224,7 +224,7 @@ def test_pretrain_keeps_its_run_in_the_engine_run_folder(fashion, tmp_path, monk
     import shutil
 
     from dytune.engine.rundir import RunLock, checkpoint_epoch, verify_checkpoint
-    from dytune.errors import RunError
+    from dytune.utils.errors import RunError
 
     small = pretrain.test_set(60)
     monkeypatch.setattr(pretrain, "test_set", lambda count=10000, seed=12345: small)

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from dytune import convert, distributed
+from dytune import convert
+from dytune.utils import distributed
 from dytune.methods import AdapterSettings, Method, register_method
-from dytune.settings import AT_LEAST_1, POSITIVE, Settings, setting
+from dytune.utils.settings import AT_LEAST_1, POSITIVE, Settings, setting
 from dytune.tasks import Metric, Task, register_task
 
 

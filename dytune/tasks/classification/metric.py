@@ -5,7 +5,7 @@ from typing import Any, Dict, Sequence
 
 import torch
 
-from ...distributed import all_reduce_sum
+from ...utils.distributed import all_reduce_sum
 from ..base import Metric
 
 __all__ = ["ClassificationMetric"]

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from ...backbones import backbone_for
 from .data import DATASETS, MEAN_PER_CLASS, build_dataset, build_transform, num_classes_of
-from ...loss import distill_kl
+from ...core.loss import distill_kl
 from ...viz import plot_skip_maps
 from ..base import Task, register_task
 from .metric import ClassificationMetric

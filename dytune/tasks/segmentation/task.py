@@ -21,7 +21,7 @@ from .data import (ADE20K, COCOStuff, Normalize, SegmentationDataset, colorize, 
 from .metric import SegmentationMetric
 from .model import (Segmenter, SegmentationLoss, default_out_indices, pixel_distillation, resize,
                                     slide_inference, sync_batchnorm, whole_inference)
-from ...settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, Bounds, Settings, setting
+from ...utils.settings import AT_LEAST_0, AT_LEAST_1, POSITIVE, Bounds, Settings, setting
 from ...viz import denormalize
 from ..base import Task, register_task
 from ..classification.task import ClassificationTask

@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .data import VideoDataset, VideoRecipe, kinetics_recipe, ssv2_recipe
-from ...loss import distill_kl
+from ...core.loss import distill_kl
 from .model import VideoClassifier
-from ...settings import AT_LEAST_1, Settings, setting
+from ...utils.settings import AT_LEAST_1, Settings, setting
 from ..base import Task, register_task
 from ..classification.task import top_classes
 from ..classification.metric import ClassificationMetric

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 import dytune
-from dytune.checkpoint import trained_state_dict
+from dytune.core.checkpoint import trained_state_dict
 from dytune.cli import main
 from dytune.tasks.segmentation.data import colorize, make_palette
 from dytune.engine import train
