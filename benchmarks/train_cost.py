@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("adaptformer", "dyt-nodistill", "dyt")
+COMPARED = ("adaptformer", "dyt-nodistill", "dyt")  # names in the method registry, dytune.methods.METHODS
 
 
 def measure(method: str, model_name: str, batch: int, steps: int) -> dict:
@@ -59,8 +59,13 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.model, args.batch, args.steps)))
         return
+    from dytune.methods import METHODS
+
+    unknown = [m for m in COMPARED if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"train_cost.py: {unknown} not in the method registry ({', '.join(METHODS)})")
     rows = []
-    for method in METHODS:
+    for method in COMPARED:
         cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch), "--steps", str(args.steps),
                "--one", method]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))

@@ -19,17 +19,49 @@ from ..core.calibrate import calibrate
 from ..core.capacity import plan_capacity, set_capacity
 from ..core.checkpoint import from_pretrained, load_backbone_weights, read_pretrained_config
 from ..core.config import VARIANTS, DyTConfig
-from ..core.convert import convert, converted_config, execution, inner_vit, keep_rates, logits_only
+from ..core.convert import converted_config, execution, inner_vit, keep_rates, logits_only
 from ..core.flops import count_macs
 from ..run_config import TrainConfig
 from ..tasks import TASKS, Task
 from ..core.tome import apply_tome, supports_proportional_attention
+from ..methods import METHODS as REGISTRY
 from .memory import peak_memory_bytes
 from .runtimes import EAGER, runtime_compiler
 from .timing import time_interleaved
 
-METHODS = ("dense", "adaptformer", "dyt", "dyt+logits", "tome", "dyt+tome", "official")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class BenchMethod:
+    """A `--methods` entry of `dytune bench`.
+
+    Args:
+        registry: The `dytune.methods` method its adapted model is built with (None: a model no method trains,
+            e.g. the dense backbone or ToMe, which merges tokens of a frozen model).
+        what: What its rows time.
+    """
+
+    registry: Optional[str]
+    what: str
+
+    def __post_init__(self) -> None:
+        if self.registry is not None and self.registry not in REGISTRY:
+            raise ValueError(f"bench entry builds with method {self.registry!r}, which is not registered; "
+                             f"registered: {', '.join(REGISTRY)}")
+
+
+# The one table of bench's entries; every adapted model comes from the method registry.
+BENCH_METHODS: Dict[str, BenchMethod] = {
+    "dense": BenchMethod(None, "the backbone with the task's head"),
+    "adaptformer": BenchMethod("adaptformer", "adapters beside every MLP, no dispatcher (DyT's complete model)"),
+    "dyt": BenchMethod("dyt", "DyT per dispatch variant (or the checkpoint's), sparse execution"),
+    "dyt+logits": BenchMethod("dyt", "DyT with the last block computing the class token alone"),
+    "tome": BenchMethod(None, "ToMe token merging on the backbone"),
+    "dyt+tome": BenchMethod("dyt", "DyT with ToMe merging"),
+    "official": BenchMethod("dyt", "the official repository's fast-inference model, mirroring DyT's mlp variant"),
+}
+METHODS: Tuple[str, ...] = tuple(BENCH_METHODS)
 
 
 @dataclass
@@ -142,6 +174,13 @@ def _backbone(settings: BenchSettings, task: Task) -> nn.Module:
     return base.eval()
 
 
+def adapted(entry: str, backbone: nn.Module, **values: Any) -> nn.Module:
+    """`backbone` changed in place by the registry method that builds bench entry `entry`, with that method's
+    settings class built from `values` (the others keep their defaults)."""
+    method = REGISTRY[BENCH_METHODS[entry].registry]
+    return method.apply(backbone, method.settings(**values))
+
+
 def _calibrated(model: nn.Module, images: torch.Tensor, keep_rate: Optional[float], per_layer: bool) -> nn.Module:
     """Set the keep rate: per layer for untrained dispatchers (every layer at the rate, the FLOPs-ideal setting
     the speed tables measure), by one shared shift for a trained model (keeps its per-layer choice)."""
@@ -188,7 +227,7 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
     else:
         config = DyTConfig(bottleneck=settings.bottleneck)
         for variant in settings.variants:
-            dyts[variant] = wrap(convert(copy.deepcopy(base), DyTConfig(variant=variant, bottleneck=config.bottleneck)))
+            dyts[variant] = wrap(adapted("dyt", copy.deepcopy(base), variant=variant, bottleneck=config.bottleneck))
     per_layer = not settings.checkpoint
     for dyt in dyts.values():
         _calibrated(dyt, calib, settings.keep_rate, per_layer)
@@ -203,10 +242,11 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
 
     if "dense" in methods:
         add("dense", wrap(copy.deepcopy(base)))
-    if "adaptformer" in methods:
-        adaptformer = convert(copy.deepcopy(base), DyTConfig(bottleneck=config.bottleneck, experts=config.experts,
-                                                             layers=()))
-        add("adaptformer", wrap(adaptformer))
+    if "adaptformer" in methods and config.experts > 1:
+        warnings.warn(f"dytune bench: no adaptformer row: the checkpoint's adapters are a mixture of {config.experts} "
+                      f"experts, the adaptformer method's are plain", stacklevel=2)
+    elif "adaptformer" in methods:
+        add("adaptformer", wrap(adapted("adaptformer", copy.deepcopy(base), bottleneck=config.bottleneck)))
     if "dyt" in methods:
         for variant, dyt in dyts.items():
             add(f"dyt-{variant}", dyt, variant)

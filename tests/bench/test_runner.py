@@ -326,3 +326,51 @@ def test_task_benchmark_loads_a_saved_task_model(tmp_path):
     assert model.num_classes == 5 and loaded["dense"].model.num_classes == 5  # the saved class count
     saved = trained.state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items() if "adapter" in k)
+
+
+def test_bench_models_are_the_registry_methods_models():
+    """DyT and AdaptFormer rows are what `dytune.methods.METHODS[name].apply` builds with the method's settings class:
+    the same modules and state dict, given the same backbone and seed."""
+    import copy
+
+    import timm
+
+    from dytune.bench.runner import BENCH_METHODS
+    from dytune.methods import METHODS as REGISTRY, AdapterSettings, DyTSettings
+
+    settings = tiny_settings(methods=("dense", "adaptformer", "dyt"), variants=("mlp", "attn"), keep_rate=None)
+    models = build_models(settings, torch.device("cpu"))
+    torch.manual_seed(settings.seed)
+    base = timm.create_model(settings.model, num_classes=settings.num_classes, **TINY_ARGS).eval()
+    expected = {}
+    for variant in settings.variants:
+        expected[f"dyt-{variant}"] = REGISTRY["dyt"].apply(copy.deepcopy(base), DyTSettings(variant=variant,
+                                                                                            bottleneck=4))
+        torch.manual_seed(settings.seed + 3)  # bench seeds the task head after each model
+    expected["adaptformer"] = REGISTRY["adaptformer"].apply(copy.deepcopy(base), AdapterSettings(bottleneck=4))
+    for name, model in expected.items():
+        built = models[name].model
+        assert [(n, type(m)) for n, m in built.named_modules()] == [(n, type(m)) for n, m in model.named_modules()]
+        state = model.state_dict()
+        assert built.state_dict().keys() == state.keys()
+        assert all(torch.equal(v, state[k]) for k, v in built.state_dict().items()), name
+    assert {m.registry for m in BENCH_METHODS.values()} - {None} <= set(REGISTRY)
+
+
+def test_bench_table_refuses_an_unregistered_method():
+    from dytune.bench.runner import BenchMethod
+
+    with pytest.raises(ValueError, match="'dyt-typo', which is not registered"):
+        BenchMethod("dyt-typo", "a typo")
+
+
+def test_moe_checkpoint_has_no_adaptformer_row(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    base = timm.create_model("vit_tiny_patch16_224", num_classes=5, **TINY_ARGS)
+    dytune.save_pretrained(dytune.convert(base, dytune.DyTConfig(bottleneck=4, experts=3)), tmp_path / "moe")
+    with pytest.warns(UserWarning, match="no adaptformer row: .* mixture of 3 experts"):
+        models = build_models(tiny_settings(methods=("dense", "adaptformer", "dyt"), checkpoint=str(tmp_path / "moe")),
+                              torch.device("cpu"))
+    assert set(models) == {"dense", "dyt-mlp"}
