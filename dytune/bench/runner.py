@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import platform
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import timm
@@ -18,11 +18,12 @@ from ..backbones import backbone_for
 from ..core.calibrate import calibrate
 from ..core.capacity import plan_capacity, set_capacity
 from ..core.checkpoint import from_pretrained, load_backbone_weights, read_pretrained_config
-from ..core.config import VARIANTS, DyTConfig
+from ..core.config import VARIANTS, DyTConfig, dyt_setting
 from ..core.convert import converted_config, execution, inner_vit, keep_rates, logits_only
 from ..core.flops import count_macs
 from ..run_config import TrainConfig
 from ..tasks import TASKS, Task
+from ..utils.settings import AT_LEAST_0, AT_LEAST_1, Bounds, Settings, setting
 from ..core.tome import apply_tome, supports_proportional_attention
 from ..methods import METHODS as REGISTRY
 from .memory import peak_memory_bytes
@@ -65,55 +66,40 @@ METHODS: Tuple[str, ...] = tuple(BENCH_METHODS)
 
 
 @dataclass
-class BenchSettings:
-    """What to build. Random weights unless `checkpoint` (a `save_pretrained` directory) is given.
+class BenchSettings(Settings):
+    """What `dytune bench` builds. Random weights unless `checkpoint` (a `save_pretrained` directory) is given.
 
-    Args:
-        model: timm model name of the backbone.
-        timm_kwargs: Overrides for timm.create_model (img_size, depth, ...).
-        num_classes: Classes of the head (random-weight models).
-        checkpoint: A dytune checkpoint directory; its DyT model replaces the random-weight DyT variants.
-        backbone_weights: Local backbone weight file (timm/.pth/.safetensors/.npz).
-        methods: Subset of METHODS.
-        variants: DyT dispatch variants to build (random-weight models).
-        keep_rate: Calibrate the dispatchers to this keep rate (None: keep a checkpoint's trained thresholds).
-        bottleneck: Adapter width of random-weight models.
-        tome_r: Tokens merged per block for ToMe and DyT + ToMe.
-        proportional_attention: ToMe's proportional attention (MLP dispatch and plain blocks only).
-        calibration_images: Size of the random calibration batch.
-        official_repo: Root of a clone of the official repository, for the side-by-side model.
-        seed: Seed of weights and images.
-        task: The task (a `dytune.tasks` registry name) whose model is timed: its head on every backbone, its
-            sample (an image, a clip, a segmentation image) and its inference step.
-        task_settings: `TrainConfig` settings of the task (e.g. num_frames=8, img_size=512, seg_channels=768);
-            one test view per clip unless test_views is given.
+    Values are parsed and checked as every `dytune.utils.settings.Settings` (on construction and on assignment);
+    `BenchSettings.help()` lists them. The adapter width is DyTConfig's setting (`dyt_setting`).
     """
 
-    model: str = "vit_base_patch16_224"
-    timm_kwargs: Dict[str, Any] = field(default_factory=dict)
-    num_classes: int = 100
-    checkpoint: Optional[str] = None
-    backbone_weights: Optional[str] = None
-    methods: Tuple[str, ...] = ("dense", "adaptformer", "dyt", "dyt+logits", "tome", "dyt+tome")
-    variants: Tuple[str, ...] = ("mlp",)
-    keep_rate: Optional[float] = 0.5
-    bottleneck: int = DyTConfig.bottleneck
-    tome_r: int = 8
-    proportional_attention: bool = True
-    calibration_images: int = 32
-    official_repo: Optional[str] = None
-    seed: int = 0
-    task: str = "classification"
-    task_settings: Dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS)) + sorted(set(self.variants) - set(VARIANTS))
-        if unknown:
-            raise ValueError(f"unknown method(s)/variant(s) {unknown}; methods: {METHODS}, variants: {VARIANTS}")
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(sorted(TASKS))}")
-        if self.keep_rate is not None and not 0.0 <= self.keep_rate <= 1.0:
-            raise ValueError(f"keep_rate={self.keep_rate!r}: expected a value in [0, 1]")
+    model: str = setting("timm model name of the backbone", "vit_base_patch16_224")
+    timm_kwargs: Dict[str, Any] = setting("Overrides for timm.create_model (img_size, depth, ...)", {})
+    num_classes: int = setting("Classes of the head (random-weight models)", 100, AT_LEAST_1)
+    checkpoint: Optional[str] = setting("A dytune checkpoint directory; its DyT model replaces the random-weight DyT "
+                                        "variants", None)
+    backbone_weights: Optional[str] = setting("Local backbone weight file (timm/.pth/.safetensors/.npz)", None)
+    methods: Tuple[str, ...] = setting("Entries to build (BENCH_METHODS)",
+                                       ("dense", "adaptformer", "dyt", "dyt+logits", "tome", "dyt+tome"),
+                                       choices=METHODS)
+    variants: Tuple[str, ...] = setting("DyT dispatch variants to build (random-weight models)", ("mlp",),
+                                        choices=VARIANTS)
+    keep_rate: Optional[float] = setting("Calibrate the dispatchers to this keep rate (None: keep a checkpoint's "
+                                         "trained thresholds)", 0.5, Bounds(0, 1))
+    bottleneck: int = dyt_setting("bottleneck")
+    tome_r: int = setting("Tokens merged per block for ToMe and DyT + ToMe", 8, AT_LEAST_0)
+    proportional_attention: bool = setting("ToMe's proportional attention (MLP dispatch and plain blocks only)",
+                                           True)
+    calibration_images: int = setting("Size of the random calibration batch", 32, AT_LEAST_1)
+    official_repo: Optional[str] = setting("Root of a clone of the official repository, for the side-by-side model",
+                                           None)
+    seed: int = setting("Seed of weights and images", 0)
+    task: str = setting("The task (a `dytune.tasks` registry name) whose model is timed: its head on every backbone, "
+                        "its sample (an image, a clip, a segmentation image) and its inference step", "classification",
+                        choices=lambda: sorted(TASKS))
+    task_settings: Dict[str, Any] = setting("`TrainConfig` settings of the task (e.g. num_frames=8, img_size=512, "
+                                            "seg_channels=768); one test view per clip unless test_views is given",
+                                            {})
 
 
 @dataclass
@@ -374,7 +360,7 @@ def run_benchmark(
                     if "dense" in stats:
                         row["flops_ideal_speedup"] = stats["dense"]["gmacs"] / stats[name]["gmacs"]
                 rows.append(row)
-    return {**environment(dev), "settings": asdict(settings), "task": task.name, "sample_unit": task.sample_unit,
+    return {**environment(dev), "settings": settings.to_dict(), "task": task.name, "sample_unit": task.sample_unit,
             "runtime": runtime,
             "batch_sizes": list(batch_sizes),
             "precisions": list(precisions), "warmup": warmup, "repeats": repeats, "rows": rows}

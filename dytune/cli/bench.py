@@ -57,28 +57,30 @@ def _keep_rate(text: str):
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
+    defaults = BenchSettings()  # the one declaration of each setting's default
     parser = subparsers.add_parser(
         name, help="time dense / AdaptFormer / DyT / ToMe / DyT+ToMe inference; accuracy vs keep rate",
         description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="vit_base_patch16_224", help="timm backbone name")
+    parser.add_argument("--model", default=defaults.model, help="timm backbone name")
     parser.add_argument("--timm-arg", type=_timm_arg, action="append", default=[], metavar="KEY=VALUE",
                         help="timm.create_model override, repeatable (e.g. img_size=64, depth=2)")
-    parser.add_argument("--task", default="classification", choices=sorted(TASKS),
+    parser.add_argument("--task", default=defaults.task, choices=sorted(TASKS),
                         help="whose model is timed: the task's head on every backbone, its sample and inference")
     parser.add_argument("--set", type=_task_setting, action="append", default=[], metavar="KEY=VALUE", dest="settings",
                         help="task setting of `dytune train` (e.g. num_frames=8, img_size=512, seg_channels=768, "
                              "seg_inference=slide), repeatable; video clips are one view unless test_views=N")
-    parser.add_argument("--num-classes", type=int, default=100)
+    parser.add_argument("--num-classes", type=int, default=defaults.num_classes)
     parser.add_argument("--checkpoint", default=None, help="dytune.save_pretrained directory (else random weights)")
     parser.add_argument("--backbone-weights", default=None, help="local backbone weights (.pth/.safetensors/.npz)")
-    parser.add_argument("--methods", type=_csv(str), default=list(BenchSettings.methods),
+    parser.add_argument("--methods", type=_csv(str), default=list(defaults.methods),
                         help=f"comma list of {', '.join(METHODS)}")
-    parser.add_argument("--variants", default="mlp", help=f"comma list of {', '.join(VARIANTS)}, or 'all'")
-    parser.add_argument("--keep-rate", type=_keep_rate, default=0.5,
+    parser.add_argument("--variants", default=",".join(defaults.variants),
+                        help=f"comma list of {', '.join(VARIANTS)}, or 'all'")
+    parser.add_argument("--keep-rate", type=_keep_rate, default=defaults.keep_rate,
                         help="calibrate dispatchers to this keep rate ('none': keep a checkpoint's thresholds)")
-    parser.add_argument("--bottleneck", type=int, default=BenchSettings.bottleneck,
+    parser.add_argument("--bottleneck", type=int, default=defaults.bottleneck,
                         help="adapter width of random-weight models")
-    parser.add_argument("--tome-r", type=int, default=8, help="tokens merged per block (ToMe)")
+    parser.add_argument("--tome-r", type=int, default=defaults.tome_r, help="tokens merged per block (ToMe)")
     parser.add_argument("--no-proportional-attention", action="store_true")
     parser.add_argument("--batch-sizes", type=_csv(int), default=[1, 32])
     parser.add_argument("--precision", type=_csv(str), default=["fp32"], help="comma list of fp32, bf16, fp16")
@@ -90,10 +92,10 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the models take turns in each")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--calibration-images", type=int, default=32)
+    parser.add_argument("--calibration-images", type=int, default=defaults.calibration_images)
     parser.add_argument("--official-repo", default=None,
                         help="clone of NUS-HPC-AI-Lab/Dynamic-Tuning: also time its fast-inference model")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--accuracy-data", default=None,
                         help="accuracy-vs-budget mode: .pt/.safetensors with 'images' and 'labels', or an "
                              "ImageFolder directory")
@@ -207,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
                                args.compile, runtime=args.runtime, threads=args.threads)
         print(format_table(result))
     result["argv"] = sys.argv
-    stem = args.model if settings.task == BenchSettings.task else f"{args.model}_{settings.task}"
+    stem = args.model if settings.task == BenchSettings().task else f"{args.model}_{settings.task}"
     out = args.out or Path("runs") / "bench" / f"{stem}_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2) + "\n"

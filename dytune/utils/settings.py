@@ -89,7 +89,8 @@ def _expected(hint: Any, metadata: typing.Mapping[str, Any]) -> str:
     if origin is Union:
         return _expected(next(a for a in args if a is not type(None)), metadata) + " or None"
     if origin in (list, tuple):
-        return f"a list of {_noun(args[0], plural=True)}" + (f" {bounds}" if bounds else "")
+        each = f", each one of {', '.join(choices)}" if choices is not None else ""
+        return f"a list of {_noun(args[0], plural=True)}" + (f" {bounds}" if bounds else "") + each
     if origin is dict:
         return "a mapping of names to values"
     if choices is not None:

@@ -310,7 +310,7 @@ def test_bench_cli_task_and_settings(tmp_path, capsys):
         main(["bench", "--set", "num_frames"])
     with pytest.raises(ValueError, match="num_frames"):
         build_models(tiny_settings(task="video", task_settings={"num_frames": 0}), torch.device("cpu"))
-    with pytest.raises(ValueError, match="unknown task 'depth'"):
+    with pytest.raises(ValueError, match="task=.depth.: expected one of classification"):
         tiny_settings(task="depth")
 
 
@@ -374,3 +374,30 @@ def test_moe_checkpoint_has_no_adaptformer_row(tmp_path):
         models = build_models(tiny_settings(methods=("dense", "adaptformer", "dyt"), checkpoint=str(tmp_path / "moe")),
                               torch.device("cpu"))
     assert set(models) == {"dense", "dyt-mlp"}
+
+
+def test_bench_settings_are_typed_settings_with_dyt_fields_from_dyt_config():
+    import argparse
+    import dataclasses
+
+    from dytune.bench.runner import BENCH_METHODS
+    from dytune.cli.bench import add_parser, settings_from_args
+    from dytune.utils.settings import Settings
+
+    assert issubclass(BenchSettings, Settings)
+    mine, dyt = BenchSettings.__dataclass_fields__["bottleneck"], dytune.DyTConfig.__dataclass_fields__["bottleneck"]
+    assert mine.default == dyt.default and mine.metadata == dyt.metadata
+    parser = add_parser(argparse.ArgumentParser().add_subparsers(), "bench")
+    assert settings_from_args(parser.parse_args([])) == BenchSettings()  # every CLI default is the settings' default
+    assert settings_from_args(parser.parse_args(["--keep-rate", "none", "--variants", "all"])) == BenchSettings(
+        keep_rate=None, variants=dytune.VARIANTS)
+    with pytest.raises(ValueError, match="methods=.*each one of " + ", ".join(BENCH_METHODS).replace("+", "\\+")):
+        BenchSettings(methods=("dense", "sparse"))
+    with pytest.raises(ValueError, match="variants=.*each one of mlp"):
+        BenchSettings(variants=("mpl",))
+    with pytest.raises(ValueError, match="bottleneck=0: expected an integer >= 1"):
+        BenchSettings(bottleneck=0)
+    settings = BenchSettings()
+    with pytest.raises(ValueError, match="keep_rate=1.5: expected a number in \\[0, 1\\] or None"):
+        settings.keep_rate = 1.5  # checked on assignment too
+    assert dataclasses.asdict(settings) == settings.to_dict()
