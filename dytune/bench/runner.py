@@ -1,7 +1,6 @@
 """The models `dytune bench` times, built on one backbone, and the interleaved timing of all of them."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import platform
@@ -23,15 +22,13 @@ from ..core.convert import converted_config, execution, inner_vit, keep_rates, l
 from ..core.flops import count_macs
 from ..run_config import TrainConfig
 from ..tasks import TASKS, Task
+from ..utils.runtime import autocast, check_precision
 from ..utils.settings import AT_LEAST_0, AT_LEAST_1, Bounds, Settings, setting
 from ..core.tome import apply_tome, supports_proportional_attention
 from ..methods import METHODS as REGISTRY
 from .memory import peak_memory_bytes
 from .runtimes import EAGER, runtime_compiler
 from .timing import time_interleaved
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 @dataclass(frozen=True)
 class BenchMethod:
@@ -271,17 +268,10 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
     return models
 
 
-def _autocast(device: torch.device, precision: str):
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _runner(model: Callable, task: Task, device: torch.device,
             precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
     def run(inputs: torch.Tensor) -> torch.Tensor:
-        with _autocast(device, precision):
+        with autocast(device, precision):
             return task.infer(model, inputs)
     return run
 
@@ -325,8 +315,7 @@ def run_benchmark(
     """
     dev = torch.device(device)
     for precision in precisions:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        check_precision(dev, precision)
     models = models if models is not None else build_models(settings, dev)
     task = bench_task(settings)
     if runtime != EAGER:

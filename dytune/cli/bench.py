@@ -11,11 +11,11 @@ from typing import Any, Dict, Tuple
 import torch
 
 from ..core.config import VARIANTS
-from ..utils.runtime import timing_warning
+from ..utils.runtime import PRECISIONS, timing_warning
 from ..tasks import TASKS
 from ..utils.argtypes import keep_rates_arg
 from ..utils.io import atomic_write
-from ..bench.runner import METHODS, PRECISIONS, BenchSettings, build_models, run_benchmark
+from ..bench.runner import METHODS, BenchSettings, build_models, run_benchmark
 
 EPILOG = """examples:
   dytune bench                                        # ViT-B/16, CPU fp32, batch 1 and 32, random weights, keep 0.5
@@ -83,7 +83,8 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> argparse.Ar
     parser.add_argument("--tome-r", type=int, default=defaults.tome_r, help="tokens merged per block (ToMe)")
     parser.add_argument("--no-proportional-attention", action="store_true")
     parser.add_argument("--batch-sizes", type=_csv(int), default=[1, 32])
-    parser.add_argument("--precision", type=_csv(str), default=["fp32"], help="comma list of fp32, bf16, fp16")
+    parser.add_argument("--precision", type=_csv(str), default=["fp32"],
+                        help=f"comma list of {', '.join(PRECISIONS)}")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
     parser.add_argument("--runtime", default="eager",
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     for p in args.precision:
         if p not in PRECISIONS:
-            raise ValueError(f"dytune bench: --precision {p!r}: expected a comma list of fp32, bf16, fp16")
+            raise ValueError(f"dytune bench: --precision {p!r}: expected a comma list of {', '.join(PRECISIONS)}")
     settings = settings_from_args(args)
     if args.accuracy_data:
         result = run_accuracy(args, settings)

@@ -401,3 +401,11 @@ def test_bench_settings_are_typed_settings_with_dyt_fields_from_dyt_config():
     with pytest.raises(ValueError, match="keep_rate=1.5: expected a number in \\[0, 1\\] or None"):
         settings.keep_rate = 1.5  # checked on assignment too
     assert dataclasses.asdict(settings) == settings.to_dict()
+
+
+def test_bench_precisions_follow_the_runtime_rules():
+    """One precision table and autocast (dytune.utils.runtime) for training, evaluation and bench."""
+    with pytest.raises(ValueError, match="precision=fp16 needs CUDA; use bf16 on CPU"):
+        run_benchmark(tiny_settings(methods=("dense",)), batch_sizes=(1,), precisions=("fp16",), warmup=0, repeats=1)
+    with pytest.raises(ValueError, match="precision='fp8': expected one of fp32, bf16, fp16"):
+        run_benchmark(tiny_settings(methods=("dense",)), batch_sizes=(1,), precisions=("fp8",), warmup=0, repeats=1)
