@@ -20,6 +20,7 @@ from typing import Dict, List
 from tqdm import tqdm
 
 from dytune.utils.io import atomic_write
+from dytune.utils.tables import markdown_table
 from dytune.engine.runs import evaluate_run
 from dytune.methods import AdapterSettings, methods_reading
 
@@ -54,10 +55,9 @@ def main() -> None:
     report = {"command": "python benchmarks/minivtab_diagnose.py --suite " + str(args.suite), "summary": summary,
               "rows": rows}
     atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
-    print("| run | runs | sparse acc | complete acc | sparse GMACs | complete GMACs |\n|---|---|---|---|---|---|")
-    for name, s in summary.items():
-        print(f"| {name} | {s['runs']} | {s['sparse_acc']:.2f} | {s['complete_acc']:.2f} | {s['sparse_gmacs']:.4f} | "
-              f"{s['complete_gmacs']:.4f} |")
+    print(markdown_table(("run", "runs", "sparse acc", "complete acc", "sparse GMACs", "complete GMACs"),
+                         [(name, s["runs"], f"{s['sparse_acc']:.2f}", f"{s['complete_acc']:.2f}",
+                           f"{s['sparse_gmacs']:.4f}", f"{s['complete_gmacs']:.4f}") for name, s in summary.items()]))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from ..run_config import TrainConfig
+from ..utils.tables import markdown_table
 
 __all__ = ["check_selection", "grid_points", "point_name", "point_settings", "target", "choose", "selection_markdown"]
 
@@ -197,13 +198,13 @@ def selection_markdown(table: Sequence[Mapping[str, Any]], grid: Mapping[str, An
     fixed = ", ".join(f"{k}={v}" for k, v in grid.items() if not isinstance(v, list))
     lines = [f"Recipe selection: validation {metric} ({'higher' if greater_is_better else 'lower'} is better), mean "
              f"over tasks {', '.join(tasks)} and seeds {', '.join(map(str, seeds))}; ties go to fewer epochs, then "
-             f"the lower lr." + (f" Fixed: {fixed}." if fixed else ""), "",
-             "| run | " + " | ".join([*axes, *tasks, "mean", "chosen"]) + " |",
-             "|" + "---|" * (len(axes) + len(tasks) + 3)]
+             f"the lower lr." + (f" Fixed: {fixed}." if fixed else ""), ""]
+    rows = []
     for r in table:
-        cells = [str(r[k]) for k in axes] + [f"{r[t]:.2f}" if r[t] is not None else "" for t in tasks]
+        cells = [r["run"]] + [str(r[k]) for k in axes] + [f"{r[t]:.2f}" if r[t] is not None else "" for t in tasks]
         cells += [f"{r['mean']:.2f}" if r["mean"] is not None else "incomplete", "**yes**" if r["chosen"] else ""]
-        lines.append(f"| {r['run']} | " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines.append(markdown_table(["run", *axes, *tasks, "mean", "chosen"], rows))
     if shared:
         uses = ", ".join(f"{run} uses {other}'s" for run, other in shared.items())
         lines += ["", f"Shared choices (select_as): {uses}."]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from ..tasks.classification.vtab import VTAB_GROUPS
+from ..utils.tables import markdown_table
 
 SHORT = {"cifar": "C100", "caltech101": "Cal", "dtd": "DTD", "oxford_flowers102": "Flw", "oxford_iiit_pet": "Pets",
          "svhn": "SVHN", "sun397": "Sun", "patch_camelyon": "Cam", "eurosat": "Euro", "resisc45": "Res",
@@ -34,7 +35,7 @@ def vtab_table(run_dirs: Sequence[Path], metric: str = "final") -> str:
     tasks: List[str] = [t for group in VTAB_GROUPS.values() for t in group]
     header = ["Run", *(SHORT[t] for t in tasks), "Natural", "Specialized", "Structured", "Group mean", "Task mean",
               "GMACs", "Params (M)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for run_dir in run_dirs:
         rows = collect(run_dir, metric)
         cells = [Path(run_dir).name] + [f"{rows[t]['acc']:.1f}" if t in rows else "" for t in tasks]
@@ -47,7 +48,8 @@ def vtab_table(run_dirs: Sequence[Path], metric: str = "final") -> str:
         done = list(rows.values())
         cells.append(f"{sum(r['gmacs'] for r in done) / len(done):.2f}" if done else "")
         cells.append(f"{sum(r['params'] for r in done) / len(done) / 1e6:.3f}" if done else "")
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
+    lines = [markdown_table(header, body)]
     lines.append(f"\nAccuracy: {metric} epoch, top-1 %; GMACs: mean per test image over the finished tasks; Params: "
                  f"trainable parameters including the head, mean over tasks. Group mean = mean of the Natural, "
                  f"Specialized and Structured means (the paper's convention); Task mean = mean of the 19 tasks.")
