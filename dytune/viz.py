@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -15,10 +15,27 @@ from .core.convert import dynamic_blocks
 __all__ = ["plot_skip_maps", "plot_frame_skip_maps", "plot_segmentation"]
 
 
-def _run(model: nn.Module, inputs: torch.Tensor) -> Tuple[Any, Tuple[int, int], Tuple[int, int]]:
-    """`model(inputs)`, the patch size and the token grid the backbone made of the last images it embedded.
+class Panel(NamedTuple):
+    """One skip map: a dispatched sub-block's keep masks [B, N] over the token grid of its block's stage.
 
-    The grid is the backbone's for the size its stem got: whole patches of inputs padded by the model (the
+    Args:
+        name: Caption, e.g. "L3 mlp".
+        mask: Keep decisions per image and token, row-major over `grid`.
+        stride: Pixels (height, width) per token of the stage.
+        grid: Tokens (rows, columns) of the stage.
+    """
+
+    name: str
+    mask: torch.Tensor
+    stride: Tuple[int, int]
+    grid: Tuple[int, int]
+
+
+def _run(model: nn.Module, inputs: torch.Tensor) -> Tuple[Any, List[Panel]]:
+    """`model(inputs)` and the skip maps of its dispatched sub-blocks, each on the token grid its stage made of the
+    last images the backbone embedded.
+
+    A grid is the backbone's for the size its stem got: whole patches of inputs padded by the model (the
     Segmenter) or by timm (`dynamic_img_pad`), else floored.
     """
     try:
@@ -33,12 +50,18 @@ def _run(model: nn.Module, inputs: torch.Tensor) -> Tuple[Any, Tuple[int, int], 
         handle.remove()
     if not sizes:
         raise ValueError(f"{type(model).__name__}: its patch embedding did not run on inputs {tuple(inputs.shape)}")
-    return output, backbone.stride(), backbone.grid(sizes[-1])
+    return output, _keep_panels(model, sizes[-1])
 
 
-def _keep_panels(model: nn.Module) -> List[Tuple[str, torch.Tensor]]:
-    panels = [(f"L{i} {name}", mask) for i, block in enumerate(dynamic_blocks(model))
-              for name, mask in block.keep_masks.items()]
+def _keep_panels(model: nn.Module, size: Tuple[int, int]) -> List[Panel]:
+    """The skip maps of the last forward, for images of `size` (height, width) as the backbone's stem got them."""
+    dynamic_blocks(model)  # raises for a model without dytune blocks
+    backbone = find_backbone(model)
+    panels = []
+    for i, block in enumerate(backbone.blocks):
+        stage = backbone.token_layout(i).stage
+        panels += [Panel(f"L{i} {name}", mask, backbone.stride(stage), backbone.grid(size, stage))
+                   for name, mask in getattr(block, "keep_masks", {}).items()]
     if not panels:
         raise ValueError("no dispatched sub-block ran; use a DyT model in masked or sparse mode")
     return panels
@@ -67,11 +90,10 @@ def _keep_map(mask: torch.Tensor, grid: Tuple[int, int], patch: Tuple[int, int],
     return F.pad(keep, (0, size[1] - keep.shape[1], 0, size[0] - keep.shape[0])).numpy()
 
 
-def _draw(images: torch.Tensor, panels: List[Tuple[str, torch.Tensor]], patch: Tuple[int, int],
-          grid: Tuple[int, int], path: Path, mean: Sequence[float], std: Sequence[float], titles: Sequence[str],
-          suptitle: str, pictures: Optional[List[List[Tuple[str, np.ndarray]]]] = None) -> Path:
+def _draw(images: torch.Tensor, panels: List[Panel], path: Path, mean: Sequence[float], std: Sequence[float],
+          titles: Sequence[str], suptitle: str, pictures: Optional[List[List[Tuple[str, np.ndarray]]]] = None) -> Path:
     """One row per image: the image, its extra `pictures` (e.g. masks, [H, W, 3] in 0..1), then one panel per
-    dispatched sub-block with its skipped patches greyed (`grid`: the tokens the backbone made of the image)."""
+    dispatched sub-block with its skipped patches greyed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,8 +110,8 @@ def _draw(images: torch.Tensor, panels: List[Tuple[str, torch.Tensor]], patch: T
         for c, (name, shown_extra) in enumerate(pictures[r] if pictures else (), start=1):
             axes[r][c].imshow(shown_extra)
             axes[r][c].set_title(name, fontsize=7)
-        for c, (name, mask) in enumerate(panels, start=1 + extra):
-            keep = _keep_map(mask[r], grid, patch, tuple(images.shape[-2:]))[..., None]
+        for c, (name, mask, stride, grid) in enumerate(panels, start=1 + extra):
+            keep = _keep_map(mask[r], grid, stride, tuple(images.shape[-2:]))[..., None]
             axes[r][c].imshow(picture * (0.25 + 0.75 * keep) + 0.6 * (1 - keep) * [0.2, 0.2, 0.8])
             axes[r][c].set_title(f"{name}: {float(mask[r].float().mean()):.0%}", fontsize=7)
     for ax in axes.flat:
@@ -122,9 +144,9 @@ def plot_skip_maps(
         std: Normalisation std.
         titles: Optional caption per image (e.g. the label).
     """
-    _, patch, grid = _run(model, images)
-    return _draw(images, _keep_panels(model), patch, grid, path, mean, std,
-                 titles or ["input"] * images.shape[0], "bright: patch computed, blue: patch skipped")
+    _, panels = _run(model, images)
+    return _draw(images, panels, path, mean, std, titles or ["input"] * images.shape[0],
+                 "bright: patch computed, blue: patch skipped")
 
 
 @torch.no_grad()
@@ -148,11 +170,10 @@ def plot_frame_skip_maps(
     """
     if clip.ndim != 5 or clip.shape[0] != 1:
         raise ValueError(f"plot_frame_skip_maps: expected one clip [1, T, 3, H, W], got {tuple(clip.shape)}")
-    _, patch, grid = _run(model, clip)
+    _, panels = _run(model, clip)
     frames = clip[0]
     heading = (f"{title}: " if title else "") + "bright: patch computed, blue: patch skipped"
-    return _draw(frames, _keep_panels(model), patch, grid, path, mean, std,
-                 [f"frame {t}" for t in range(frames.shape[0])], heading)
+    return _draw(frames, panels, path, mean, std, [f"frame {t}" for t in range(frames.shape[0])], heading)
 
 
 @torch.no_grad()
@@ -181,7 +202,7 @@ def plot_segmentation(
     """
     if masks.shape[-2:] != images.shape[-2:]:
         raise ValueError(f"plot_segmentation: masks {tuple(masks.shape)} do not match images {tuple(images.shape)}")
-    logits, patch, grid = _run(model, images)
+    logits, panels = _run(model, images)
     labels = logits.argmax(1).cpu()
     masks = masks.cpu()
     pictures, titles = [], []
@@ -190,5 +211,5 @@ def plot_segmentation(
         accuracy = float((predicted[valid] == truth[valid]).float().mean()) if valid.any() else float("nan")
         pictures.append([("ground truth", paint(truth)), (f"prediction: {accuracy:.0%} px", paint(predicted))])
         titles.append("image")
-    return _draw(images, _keep_panels(model), patch, grid, path, mean, std, titles,
+    return _draw(images, panels, path, mean, std, titles,
                  "masks: one colour per class; skip maps: bright patch computed, blue patch skipped", pictures)

@@ -8,15 +8,16 @@ classifier, the architecture a checkpoint records and the MACs of its attention 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, NamedTuple, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
 
-__all__ = ["Backbone", "BlockParts", "BorrowedScale", "TokenLayout", "AttentionCounter", "register_backbone",
-           "backbone_families", "backbone_for", "find_backbone", "is_backbone", "PLANNED_FAMILIES"]
+__all__ = ["Backbone", "BlockParts", "BorrowedScale", "StagedBlocks", "TokenLayout", "AttentionCounter",
+           "register_backbone", "backbone_families", "backbone_for", "find_backbone", "is_backbone", "PLANNED_FAMILIES"]
 
-PLANNED_FAMILIES = "Swin is planned"
+PLANNED_FAMILIES = ("timm SwinTransformerV2 is not supported (its blocks normalise after attention and MLP, "
+                    "res-post-norm, unlike a pre-norm dytune block), nor are convolutional models")
 
 AttentionCounter = Callable[[nn.Module, tuple, Any], int]
 
@@ -27,6 +28,11 @@ class BlockParts(NamedTuple):
 
     `attn` maps [B, N, C] to [B, N, C] and has the layout `dytune.core.flops.attention_macs` counts (qkv, q_norm, k_norm,
     proj, num_heads); `mlp` is token-wise.
+
+    `windows` (None for global attention) is a parameter-free module for attention within local windows of the
+    token grid (timm Swin's `ShiftedWindows`): `windows(attn, x)` runs `attn` over the windows of x [B, H, W, C] and
+    returns [B, H, W, C], `windows.macs(attn, grid)` counts it per image. A block with windows takes and returns
+    tokens as [B, H, W, C].
     """
 
     norm1: nn.Module
@@ -37,6 +43,17 @@ class BlockParts(NamedTuple):
     mlp: nn.Module
     ls2: nn.Module
     drop_path2: nn.Module
+    windows: Optional[nn.Module] = None
+
+    @classmethod
+    def of(cls, block: nn.Module) -> "BlockParts":
+        """The parts of a block that holds each required one under its name (timm's ViT `Block`); no windows."""
+        return cls(*(getattr(block, name) for name in cls.required()))
+
+    @classmethod
+    def required(cls) -> Tuple[str, ...]:
+        """The names of the parts every block has."""
+        return tuple(name for name in cls._fields if name not in cls._field_defaults)
 
 
 class BorrowedScale(nn.Module):
@@ -59,6 +76,42 @@ class BorrowedScale(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, dim={self.gamma.shape[0]}"
+
+
+class StagedBlocks(Sequence):
+    """The blocks of several stages as one list in execution order, for families whose blocks sit in per-stage
+    containers (timm Swin's `layers[s].blocks`); assigning an entry replaces the block in its stage.
+
+    Args:
+        stages: Each stage's block container (`nn.Sequential` or `nn.ModuleList`), in execution order.
+    """
+
+    def __init__(self, stages: Sequence[Union[nn.Sequential, nn.ModuleList]]) -> None:
+        self.stages = list(stages)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.stages)
+
+    def _locate(self, index: int) -> Tuple[int, int]:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"block index {index!r}: expected an integer")
+        depth = len(self)
+        if not -depth <= index < depth:
+            raise IndexError(f"block {index}: there are {depth} blocks (0..{depth - 1})")
+        index %= depth
+        for s, stage in enumerate(self.stages):
+            if index < len(stage):
+                return s, index
+            index -= len(stage)
+        raise AssertionError("unreachable")
+
+    def __getitem__(self, index: int) -> nn.Module:
+        s, j = self._locate(index)
+        return self.stages[s][j]
+
+    def __setitem__(self, index: int, block: nn.Module) -> None:
+        s, j = self._locate(index)
+        self.stages[s][j] = block
 
 
 class TokenLayout(NamedTuple):
@@ -85,6 +138,7 @@ class Backbone(ABC):
     description: ClassVar[str]  # what the family covers, for the refusal message, e.g. "timm VisionTransformer (...)"
     architecture_keys: ClassVar[Tuple[str, ...]] = ()  # `architecture()` entries a checkpoint's base must match
     token_merging_refusal: ClassVar[str] = ""  # why `dytune.core.tome` cannot merge this family's tokens ("" if it can)
+    attention_dispatch_refusal: ClassVar[str] = ""  # why attention dispatch is refused ("" to say it by position)
 
     def __init__(self, model: nn.Module) -> None:
         if not self.accepts(model):
@@ -106,8 +160,9 @@ class Backbone(ABC):
     # ---- blocks ------------------------------------------------------------------------------------------------
     @property
     @abstractmethod
-    def blocks(self) -> nn.ModuleList:
-        """Every transformer block in execution order, all stages concatenated; the core replaces entries in place."""
+    def blocks(self) -> Union[nn.ModuleList, StagedBlocks]:
+        """Every transformer block in execution order, all stages concatenated (`StagedBlocks` when they sit in
+        per-stage containers); the core replaces entries in place."""
 
     @abstractmethod
     def validate(self) -> None:
@@ -189,11 +244,15 @@ class Backbone(ABC):
 
     @abstractmethod
     def feature_maps(self, images: torch.Tensor, indices: Sequence[int]) -> List[torch.Tensor]:
-        """Feature maps [B, C_i, H_i, W_i] of the blocks `indices` (dense prediction)."""
+        """Feature maps [B, C_i, H_i, W_i] for dense prediction. `indices` are feature levels: blocks when the
+        backbone has one stage (every block's output lies on the one grid), stages when it has several
+        (`num_stages` > 1: stage s's output, `token_layout(stage_blocks(s)[-1]).dim` channels on the grid
+        `grid(size, s)`, `stride(s)` pixels per token)."""
 
     @abstractmethod
     def prune(self, indices: Sequence[int]) -> None:
-        """Drop, in place, what `feature_maps(.., indices)` does not use (later blocks, final norm, classifier)."""
+        """Drop, in place, what `feature_maps(.., indices)` does not use (later blocks or stages, final norm,
+        classifier)."""
 
     @abstractmethod
     def classifier_heads(self) -> Tuple[nn.Module, ...]:
@@ -222,6 +281,18 @@ class Backbone(ABC):
     def depth(self) -> int:
         """Number of blocks."""
         return len(self.blocks)
+
+    @property
+    def num_stages(self) -> int:
+        """Stages: runs of blocks on token grids of decreasing resolution (`TokenLayout.stage`); 1 for a ViT."""
+        return self.token_layout(self.depth - 1).stage + 1 if self.depth else 1
+
+    def stage_blocks(self, stage: int) -> range:
+        """The indices of the blocks of `stage` (consecutive)."""
+        members = [i for i in range(self.depth) if self.token_layout(i).stage == stage]
+        if not members:
+            raise ValueError(f"stage={stage}: this {type(self.model).__name__} has stages 0..{self.num_stages - 1}")
+        return range(members[0], members[-1] + 1)
 
     def architecture_mismatches(self, saved: Mapping[str, Any]) -> Dict[str, Tuple[Any, Any]]:
         """key -> (saved, actual) for every `architecture_keys` entry of `saved` that differs from this model's."""

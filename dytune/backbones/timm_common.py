@@ -1,7 +1,8 @@
-"""What timm's single-stage ViT-like classes share (`VisionTransformer`, `Eva`): one list of pre-norm blocks after a
-patch embedding, `num_prefix_tokens` class and register tokens, `forward_intermediates` feature maps, and the timm
-releases their internals were checked on. A family subclasses it and adds what differs (block class and parts,
-attention, pooling, checkpoint layout)."""
+"""What timm's vision transformers share (`TimmBackbone`: a timm `PatchEmbed` stem and its input checks,
+`forward_intermediates` feature maps and pruning, the classifier reset, the timm releases their internals were checked
+on), and what its single-stage ViT-like classes share besides (`TimmSingleStage`, for `VisionTransformer` and `Eva`:
+one list of pre-norm blocks, `num_prefix_tokens` class and register tokens). A family subclasses one of them and adds
+what differs (block class and parts, attention, pooling, checkpoint layout)."""
 from __future__ import annotations
 
 import warnings
@@ -13,7 +14,7 @@ from torch import nn
 
 from .base import Backbone, TokenLayout
 
-__all__ = ["TESTED_TIMM", "TimmSingleStage"]
+__all__ = ["TESTED_TIMM", "TimmBackbone", "TimmSingleStage"]
 
 TESTED_TIMM = ((1, 0, 20), (1, 1, 0))  # [lower, upper) bound of the timm releases the internals were checked on
 
@@ -26,13 +27,9 @@ def _timm_version() -> tuple:
     return tuple(parts)
 
 
-class TimmSingleStage(Backbone):
-    """The parts of the protocol that timm's single-stage ViT-like classes answer alike (abstract: a family still
-    says which models it accepts, checks its block class, names the parts a dynamic block adopts, and so on)."""
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.blocks
+class TimmBackbone(Backbone):
+    """The parts of the protocol that timm's vision transformers with a `PatchEmbed` stem answer alike (abstract: a
+    family still says which models it accepts, where its blocks are, how its grid goes, and so on)."""
 
     def validate(self) -> None:
         lo, hi = TESTED_TIMM
@@ -41,9 +38,6 @@ class TimmSingleStage(Backbone):
                           f"found timm {timm.__version__}", stacklevel=3)
         for i in range(self.depth):
             self.check_block(i)
-
-    def token_layout(self, index: int) -> TokenLayout:
-        return TokenLayout(self.model.num_prefix_tokens, self.model.embed_dim, self.blocks[index].attn.num_heads, 0)
 
     @property
     def stem(self) -> nn.Module:
@@ -56,17 +50,6 @@ class TimmSingleStage(Backbone):
     @property
     def image_size(self) -> Tuple[int, int]:
         return tuple(self.model.patch_embed.img_size)
-
-    def grid(self, size: Tuple[int, int], stage: int = 0) -> Tuple[int, int]:
-        self.stride(stage)
-        return tuple(self.model.patch_embed.dynamic_feat_size(tuple(size)))
-
-    @property
-    def num_features(self) -> int:
-        return self.model.embed_dim
-
-    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(images)
 
     def feature_maps(self, images: torch.Tensor, indices: Sequence[int]) -> List[torch.Tensor]:
         return self.model.forward_intermediates(images, indices=list(indices), output_fmt="NCHW",
@@ -81,11 +64,6 @@ class TimmSingleStage(Backbone):
     @property
     def dynamic_size(self) -> bool:
         return bool(getattr(self.model, "dynamic_img_size", False))
-
-    def stride(self, stage: int = 0) -> Tuple[int, int]:
-        if stage != 0:
-            raise ValueError(f"stage={stage}: a timm {type(self.model).__name__} has one stage (0)")
-        return tuple(self.model.patch_embed.patch_size)
 
     def check_input(self, images: Any) -> None:
         embed = self.model.patch_embed
@@ -102,3 +80,31 @@ class TimmSingleStage(Backbone):
                 f"{height}x{width}; create the timm model with img_size=({height}, {width}) or dynamic_img_size=True")
         if not getattr(embed, "dynamic_img_pad", False) and (height % ph or width % pw):
             raise ValueError(f"dytune model input: {height}x{width} is not a multiple of the {ph}x{pw} patch size")
+
+
+class TimmSingleStage(TimmBackbone):
+    """What timm's single-stage ViT-like classes answer alike besides: one list `model.blocks` on the patch grid,
+    `num_prefix_tokens` leading tokens, feature maps per block."""
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.blocks
+
+    def token_layout(self, index: int) -> TokenLayout:
+        return TokenLayout(self.model.num_prefix_tokens, self.model.embed_dim, self.blocks[index].attn.num_heads, 0)
+
+    def stride(self, stage: int = 0) -> Tuple[int, int]:
+        if stage != 0:
+            raise ValueError(f"stage={stage}: a timm {type(self.model).__name__} has one stage (0)")
+        return tuple(self.model.patch_embed.patch_size)
+
+    def grid(self, size: Tuple[int, int], stage: int = 0) -> Tuple[int, int]:
+        self.stride(stage)
+        return tuple(self.model.patch_embed.dynamic_feat_size(tuple(size)))
+
+    @property
+    def num_features(self) -> int:
+        return self.model.embed_dim
+
+    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(images)

@@ -48,7 +48,7 @@ class TimmViT(TimmSingleStage):
         if type(block) is not Block:  # a Block subclass has its own forward, which the dytune block would not run
             raise TypeError(f"block {index} is a {type(block).__name__}; dytune supports timm's pre-norm "
                             f"vision_transformer.Block only (timm {timm.__version__})")
-        missing = [n for n in BlockParts._fields if not hasattr(block, n)]
+        missing = [n for n in BlockParts.required() if not hasattr(block, n)]
         if missing or "attn_mask" not in inspect.signature(block.attn.forward).parameters:
             lo, hi = TESTED_TIMM
             raise RuntimeError(
@@ -59,7 +59,7 @@ class TimmViT(TimmSingleStage):
     def block_parts(self, index: int) -> BlockParts:
         self.check_block(index)
         block = self.blocks[index]
-        return BlockParts(*(getattr(block, name) for name in BlockParts._fields))
+        return BlockParts.of(block)
 
     def position_dependent_attention(self, index: int) -> bool:
         return False

@@ -48,9 +48,11 @@ def convert(model: nn.Module, config: Optional[DyTConfig] = None) -> nn.Module:
     block_cls = BLOCK_VARIANTS[config.variant]
     positional = [i for i in sorted(layers) if not backbone.subset_attention(i)]
     if block_cls.dispatches_attention and positional:
-        raise ValueError(f"DyTConfig.variant={config.variant!r} dispatches attention, but the attention of blocks "
-                         f"{positional} depends on token positions, which attention over kept tokens does not pass "
-                         f"in {backbone.family}; use variant='mlp'")
+        reason = backbone.attention_dispatch_refusal or (
+            f"the attention of blocks {positional} depends on token positions, which attention over kept tokens "
+            f"does not pass")
+        raise ValueError(f"DyTConfig.variant={config.variant!r} dispatches attention, but in {backbone.family} "
+                         f"{reason}; use variant='mlp'")
     model.requires_grad_(False)
     for i in range(depth):
         layout = backbone.token_layout(i)

@@ -5,6 +5,7 @@ import timm
 import torch
 from timm.models.eva import Eva
 from timm.models.swin_transformer import SwinTransformer
+from timm.models.swin_transformer_v2 import SwinTransformerV2
 from torch import nn
 
 import dytune
@@ -41,7 +42,8 @@ def test_protocol_answers(key):
     for i in range(backbone.depth):
         assert backbone.token_layout(i) == TokenLayout(prefix, 48, 3, 0)
         parts = backbone.block_parts(i)
-        assert all(getattr(parts, n) is getattr(model.blocks[i], n) for n in BlockParts._fields)
+        assert all(getattr(parts, n) is getattr(model.blocks[i], n) for n in BlockParts.required())
+        assert parts.windows is None and backbone.num_stages == 1 and backbone.stage_blocks(0) == range(2)
         assert backbone.position_dependent_attention(i) is False
     assert backbone.stem is model.patch_embed and backbone.in_chans == 3
     assert backbone.image_size == (32, 32) and backbone.dynamic_size is dynamic
@@ -102,8 +104,8 @@ def test_find_backbone_inside_a_task_model():
 
 UNSUPPORTED = {
     "ConvNeXt": lambda: timm.create_model("convnext_atto", pretrained=False, num_classes=5),
-    "SwinTransformer": lambda: SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=24, depths=(1,),
-                                               num_heads=(3,), num_classes=5),
+    "SwinTransformerV2": lambda: SwinTransformerV2(img_size=32, patch_size=4, window_size=4, embed_dim=24,
+                                                   depths=(1,), num_heads=(3,), num_classes=5),
 }
 
 
@@ -111,7 +113,9 @@ UNSUPPORTED = {
 def test_unsupported_models_are_refused_naming_the_families(name):
     model = UNSUPPORTED[name]()
     assert not is_backbone(model)
-    pattern = rf"dytune.convert: dytune supports timm VisionTransformer .*; timm Eva .*; Swin is planned; got {name}$"
+    pattern = (rf"dytune.convert: dytune supports timm VisionTransformer .*; timm Eva .*; timm SwinTransformer .*; "
+               rf"timm SwinTransformerV2 is not supported \(its blocks normalise after attention and MLP.*; "
+               rf"got {name}$")
     with pytest.raises(TypeError, match=pattern):
         dytune.convert(model)
     with pytest.raises(TypeError, match=f"TimmViT wraps timm VisionTransformer .*, got {name}"):
@@ -125,6 +129,11 @@ def test_eva_is_now_accepted():
         TimmViT(model)
 
 
+def test_swin_is_now_accepted():
+    model = SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=24, depths=(1,), num_heads=(3,))
+    assert is_backbone(model) and backbone_for(model).family == "timm_swin"
+
+
 def test_registry_refuses_mistakes():
     assert backbone_families()["timm_vit"] is TimmViT
     with pytest.raises(ValueError, match="family 'timm_vit' is already registered \\(TimmViT\\)"):
@@ -133,7 +142,7 @@ def test_registry_refuses_mistakes():
         register_backbone(nn.Linear)
     with pytest.raises(ValueError, match="NoName: set the class attribute `family`"):
         register_backbone(type("NoName", (TimmViT,), {"family": ""}))
-    assert list(backbone_families()) == ["timm_vit", "timm_eva"]
+    assert list(backbone_families()) == ["timm_vit", "timm_eva", "timm_swin"]
 
 
 def test_a_family_must_implement_the_whole_contract():

@@ -42,12 +42,14 @@ class ForwardRecord(NamedTuple):
         mlp_input_tokens: Tokens entering the MLP when fewer than `tokens` (token merging), else None.
         prefix_only: Only the prefix tokens' outputs were computed (`dytune.logits_only`).
         keep_masks: Sub-block name -> [rows, patch tokens] keep mask of the dispatched sub-blocks.
+        grid: (rows, columns) of the token grid when the block took [B, H, W, C] tokens (window attention), else None.
     """
 
     shape: Tuple[int, int]
     mlp_input_tokens: Optional[int]
     prefix_only: bool
     keep_masks: Dict[str, torch.Tensor]
+    grid: Optional[Tuple[int, int]] = None
 
 
 class SubBlockHook(Protocol):
@@ -109,7 +111,9 @@ class DynamicBlock(nn.Module):
     """Base class: a pre-norm block whose sub-blocks can be skipped per token.
 
     Args:
-        block: The sub-modules adopted: a backbone's `BlockParts`, or a timm `Block` (which has them by name).
+        block: The sub-modules adopted: a backbone's `BlockParts`, or a timm `Block` (which has them by name). With
+            `windows` (timm Swin) attention runs within windows of the token grid, and the block takes and returns
+            [B, H, W, C] tokens.
         dim: Token width.
         num_prefix_tokens: Leading class/distillation/register tokens; they are never skipped.
         config: Adapter and dispatcher settings.
@@ -126,8 +130,7 @@ class DynamicBlock(nn.Module):
 
     def __init__(self, block: nn.Module, dim: int, num_prefix_tokens: int, config: DyTConfig, dynamic: bool) -> None:
         super().__init__()
-        for name in BlockParts._fields:
-            part = getattr(block, name)
+        for name, part in zip(BlockParts._fields, block if isinstance(block, BlockParts) else BlockParts.of(block)):
             setattr(self, name, part)
             if isinstance(part, BorrowedScale):  # the block's own parameter (timm Eva's gamma_1), under its own name
                 self.register_parameter(part.name, part.gamma)
@@ -141,6 +144,7 @@ class DynamicBlock(nn.Module):
         self._shape = (0, 0)
         self._mlp_input_tokens: Optional[int] = None  # set when `between_sub_blocks` shortens the sequence
         self._rope: Optional[torch.Tensor] = None  # rotary embeddings of the current forward (timm Eva)
+        self._grid: Optional[Tuple[int, int]] = None  # token grid of the last [B, H, W, C] input (window attention)
         for name in self.sub_blocks:
             setattr(self, f"{name}_adapter", build_adapter(
                 dim, config.bottleneck, config.experts, config.adapter_scale, config.adapter_dropout))
@@ -188,6 +192,12 @@ class DynamicBlock(nn.Module):
                   positions: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attention sub-block output of x; `positions` [B, L] are the sequence positions of x's rows when x holds
         gathered tokens, so that rotary embeddings are taken at the tokens' true positions."""
+        if self.windows is not None:
+            if attn_mask is not None or positions is not None or self._grid is None:
+                raise RuntimeError("dytune: window attention runs over the whole token grid, [B, H, W, C] tokens")
+            batch, tokens, dim = x.shape
+            out = self.windows(self.attn, self.norm1(x).view(batch, *self._grid, dim))
+            return self.drop_path1(self.ls1(out.view(batch, tokens, -1)))
         rope = self._rope
         if rope is None:
             return self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
@@ -284,12 +294,20 @@ class DynamicBlock(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False,
                 rope: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Args:
-            x: [B, N] tokens, prefix tokens first.
+            x: [B, N, C] tokens, prefix tokens first; [B, H, W, C] for a block with window attention (timm Swin).
             attn_mask, is_causal: Unsupported (the block builds its own masks); accepted for the backbone's call.
             rope: Rotary position embeddings of the patch tokens, row j for patch token j (timm Eva), or None.
         """
         if attn_mask is not None or is_causal:
             raise NotImplementedError("dytune blocks take no external attention mask; they build their own")
+        if x.ndim == 4:  # a stage's grid, row-major: the same tokens as [B, H * W, C]
+            batch, height, width, dim = x.shape
+            self._grid = (height, width)
+            return self._forward_tokens(x.reshape(batch, height * width, dim), rope).reshape(batch, height, width, -1)
+        self._grid = None
+        return self._forward_tokens(x, rope)
+
+    def _forward_tokens(self, x: torch.Tensor, rope: Optional[torch.Tensor]) -> torch.Tensor:
         self.keep_masks = {}
         self._shape = (x.shape[0], x.shape[1])
         self._mlp_input_tokens = None
@@ -323,7 +341,7 @@ class DynamicBlock(nn.Module):
 
     def last_forward(self) -> "ForwardRecord":
         """What the last forward computed (rows, tokens, keep masks), enough to count its MACs later."""
-        return ForwardRecord(self._shape, self._mlp_input_tokens, self._prefix_only, dict(self.keep_masks))
+        return ForwardRecord(self._shape, self._mlp_input_tokens, self._prefix_only, dict(self.keep_masks), self._grid)
 
     def _kept(self, record: "ForwardRecord", name: str, total: int) -> torch.Tensor:
         """Tokens (prefix included) that went through sub-block `name` in the recorded forward, per image (`total`
@@ -346,7 +364,11 @@ class DynamicBlock(nn.Module):
         else:
             attn_tokens = queries = self._kept(record, self.attn_gate, tokens)
             mlp_tokens = self._kept(record, self.mlp_gate, mlp_input)
-        macs = attention_macs(self.attn, attn_tokens, norms, queries) + attn_tokens * tokenwise_macs(self.norm1, norms)
+        if self.windows is not None:  # every token, in windows over the padded grid (no attention dispatch)
+            macs = torch.full((batch,), self.windows.macs(self.attn, record.grid), dtype=torch.int64)
+        else:
+            macs = attention_macs(self.attn, attn_tokens, norms, queries)
+        macs = macs + attn_tokens * tokenwise_macs(self.norm1, norms)
         macs = macs + mlp_tokens * (tokenwise_macs(self.norm2, norms) + tokenwise_macs(self.mlp, norms))
         for name in self.sub_blocks:
             seen = mlp_input if name == "mlp" else tokens

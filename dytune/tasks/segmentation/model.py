@@ -293,6 +293,9 @@ class Segmenter(nn.Module):
     ) -> None:
         super().__init__()
         family = backbone_for(backbone, "Segmenter")
+        if family.num_stages > 1:  # its pyramid would be the stages' outputs (`feature_maps` by stage), not a neck's
+            raise ValueError(f"Segmenter: a {family.family} backbone has {family.num_stages} stages; the Segmenter "
+                             f"builds its pyramid from the blocks of a single-stage backbone (ViT, Eva) only")
         depth = family.depth
         indices = [i + depth if i < 0 else i for i in out_indices]
         if len(indices) != len(strides):
