@@ -25,7 +25,7 @@ SUITE = Path(__file__).resolve().parents[1] / "configs" / "minivtab_suite.yaml"
 def train_one(bucket: int, task: str, epochs: int, method: str, out: Path) -> None:
     """Train one run with `DynamicBlock.bucket = bucket` (this process only)."""
     from dytune.engine import TrainConfig, train
-    from dytune.engine.suite import load_suite
+    from dytune.engine.suite_file import load_suite
     from dytune.core.modules.blocks import DynamicBlock
 
     DynamicBlock.bucket = bucket

@@ -21,7 +21,7 @@ COMMANDS = {
     "eval": "dytune.cli.train",
     "vtab": "dytune.cli.train",
     "vtab-summary": "dytune.cli.train",
-    "suite": "dytune.engine.suite",
+    "suite": "dytune.cli.suite",
     "bench": "dytune.cli.bench",
     "minivtab": "dytune.mini.minivtab",
     "minivideo": "dytune.mini.minivideo",

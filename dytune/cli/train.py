@@ -147,11 +147,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_vtab(args: argparse.Namespace) -> int:
     """Train every VTAB-1K task: a plan of one run per task (each config checked before anything trains), trained by
-    the suite's loop (`suite.train_plan`), one `dytune train` process per task."""
+    the suite's loop (`orchestrator.train_plan`), one `dytune train` process per task."""
     import torch
 
     from ..tasks.classification.vtab import VTAB_CLASSES
-    from ..engine.suite import train_plan
+    from ..engine.orchestrator import train_plan
 
     tasks = args.tasks or list(VTAB_CLASSES)
     plan = [(task, TrainConfig.load(args.config, [*args.overrides, f"task={task}", f"output_dir={args.output / task}"]))

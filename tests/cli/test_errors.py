@@ -149,7 +149,7 @@ def test_vtab_resumes_from_a_checkpoint_and_restarts_attempts_without_one(tmp_pa
         def wait(self):
             return 0
 
-    import dytune.engine.suite as suite  # the loop dytune vtab delegates to
+    import dytune.engine.orchestrator as suite  # the loop dytune vtab delegates to
 
     monkeypatch.setattr(suite.subprocess, "Popen", Finished)
     tasks = ["done", "killed", "failed", "new"]

@@ -1,14 +1,15 @@
-"""The one multi-run loop (`suite.train_plan`) that `dytune suite` and `dytune vtab` share: which runs train, resume
+"""The one multi-run loop (`orchestrator.train_plan`) that `dytune suite` and `dytune vtab` share: which runs train, resume
 or start over, in this process or one `dytune train` process per run (parallel per GPU), and failures."""
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
-import dytune.engine.suite as suite_module
+import dytune.engine.orchestrator as suite_module
 import dytune.engine.trainer as trainer_module
 from dytune.cli import main
-from dytune.engine.suite import train_command, train_plan, write_csv
+from dytune.engine.orchestrator import train_command, train_plan
+from dytune.engine.results import write_csv
 from dytune.run_config import TrainConfig
 
 

@@ -74,7 +74,7 @@ def test_bad_bases_are_refused_naming_the_file(tmp_path, files, error, message):
 
 
 def test_a_suite_base_names_settings_not_files(tmp_path):
-    from dytune.engine.suite import load_suite
+    from dytune.engine.suite_file import load_suite
 
     path = tmp_path / "suite.yaml"
     path.write_text("base: preset.yaml\ntasks: [a]\nseeds: [0]\nruns: [{name: x}]\noutput: out\n")

@@ -5,7 +5,8 @@ import yaml
 
 from dytune.cli import main
 from dytune.engine.selection import best_point, choose, grid_points, point_name
-from dytune.engine.suite import layer_keep_rates, load_suite
+from dytune.engine.report import layer_keep_rates
+from dytune.engine.suite_file import load_suite
 from tests.engine.fixtures import write_vtab_task
 from tests.engine.test_engine import TINY
 
