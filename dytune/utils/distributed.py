@@ -29,10 +29,23 @@ class DistEnv:
         return self.world_size > 1
 
 
+def process_rank() -> int:
+    """This process's rank: the process group's when one is joined, torchrun's RANK before that, 0 without
+    torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or not under torchrun): the one that prints and writes."""
+    return process_rank() == 0
+
+
 def setup(device: str = "auto") -> DistEnv:
     """Join the process group torchrun describes (if any) and pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = process_rank()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
