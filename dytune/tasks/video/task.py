@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from .data import VideoDataset, VideoRecipe, kinetics_recipe, ssv2_recipe
+from .datasets import VideoDataset
+from .recipes import VideoRecipe, kinetics_recipe, ssv2_recipe
 from ...core.loss import distill_kl
 from .model import VideoClassifier
 from ...utils.settings import AT_LEAST_1, Settings, setting
