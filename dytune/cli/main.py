@@ -26,7 +26,7 @@ COMMANDS = {
     "minivtab": "dytune.mini.minivtab",
     "minivideo": "dytune.mini.minivideo",
     "miniseg": "dytune.mini.miniseg",
-    "predict": "dytune.engine.predict",
+    "predict": "dytune.cli.predict",
     "export": "dytune.cli.export",
     "pretrain": "dytune.mini.pretrain",
 }
