@@ -140,7 +140,9 @@ class Task(abc.ABC):
 
     # ---- inference and evaluation --------------------------------------------------------------------------------
     def infer(self, model: nn.Module, inputs: Any) -> Any:
-        """The evaluation output for a batch (override for multi-view averaging or sliding windows)."""
+        """The evaluation output for a batch (override for multi-view averaging or sliding windows). Evaluation,
+        prediction, MAC counts, benchmarks and exported graphs all run it; however many backbone rows (frames, views,
+        windows) a sample takes, MACs and keep rates are counted per sample from the rows each forward ran."""
         return model(inputs)
 
     @abc.abstractmethod
@@ -155,10 +157,6 @@ class Task(abc.ABC):
         """The evaluation metrics with any numbers the task derives from them (e.g. MACs per view); called once per
         evaluation, after the cost and keep rates are in."""
         return metrics
-
-    def rows_per_sample(self) -> int:
-        """Backbone rows (images) one sample is: 1 for an image, the frame count for a clip."""
-        return 1
 
     # ---- prediction on files (`dytune predict`) -------------------------------------------------------------------
     def load_sample(self, path: Path) -> torch.Tensor:

@@ -90,7 +90,8 @@ class VideoClassifier(nn.Module):
     The frames are folded into the batch ([B*T, C, H, W]) and go through the backbone's `forward_tokens` (possibly
     converted by `dytune.convert`, whose dispatchers then act per frame); the tokens of
     all frames, [B, T*N, D], are pooled by `AttentivePool` and classified by a linear head. Multi-view input
-    [B, V, T, C, H, W] returns the logits averaged over the V views. The backbone's own classifier is removed.
+    [B, V, T, C, H, W] returns the logits of every view, [B, V, num_classes] (the views folded into the batch); the
+    video task's `infer` averages them. The backbone's own classifier is removed.
 
     Args:
         backbone: A backbone of a registered family (`dytune.backbones`), converted or not.
@@ -118,11 +119,6 @@ class VideoClassifier(nn.Module):
         self.head_drop = nn.Dropout(head_drop)
         self.head = nn.Linear(dim, num_classes)
 
-    @property
-    def rows_per_sample(self) -> int:
-        """Backbone rows (frames) per clip: the factor between clips and images in the backbone's batch."""
-        return self.num_frames
-
     def trainable_modules(self) -> List[nn.Module]:
         """The modules added on top of the backbone: pooling and head."""
         return [self.pool, self.head]
@@ -149,7 +145,8 @@ class VideoClassifier(nn.Module):
         return self.head(self.head_drop(self.pool(tokens)))
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """Logits [B, num_classes] of clips [B, T, C, H, W], or [B, V, num_classes] of views [B, V, T, C, H, W]."""
         if clips.ndim == 6:
             b, v = clips.shape[:2]
-            return self.forward(clips.flatten(0, 1)).view(b, v, -1).mean(1)
+            return self.forward(clips.flatten(0, 1)).view(b, v, -1)
         return self.forward_head(self.frame_tokens(clips))

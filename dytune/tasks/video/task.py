@@ -116,13 +116,16 @@ class VideoTask(Task):
     def views(self) -> int:
         return self.recipe().test_views
 
+    def infer(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits [B, num_classes] of test views [B, V, T, 3, H, W]: the model's per-view logits averaged over the
+        views (clips [B, T, 3, H, W] are one view each)."""
+        logits = model(inputs)
+        return logits.mean(1) if inputs.ndim == 6 else logits
+
     def example_input(self) -> torch.Tensor:
-        """One test sample: [1, views, frames, 3, H, W] (what evaluation feeds the model, so MACs are per clip)."""
+        """One test sample: [1, views, frames, 3, H, W] (what evaluation feeds `infer`, so MACs are per clip)."""
         size = self.cfg.img_size
         return torch.zeros(1, self.views(), self.cfg.num_frames, 3, size, size)
-
-    def rows_per_sample(self) -> int:
-        return self.views() * self.cfg.num_frames
 
     def finalize_metrics(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
         """Adds `gmacs_per_view`, the cost of one view of a clip (the paper quotes GFLOPs per view)."""

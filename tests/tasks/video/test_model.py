@@ -28,12 +28,11 @@ def _randomize(module: torch.nn.Module, seed: int = 2) -> None:
             p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
 
 
-def test_shapes_rows_and_trainable_modules(clips):
+def test_shapes_and_trainable_modules(clips):
     backbone = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=48,
                                  num_heads=2, num_classes=10)
     model = VideoClassifier(backbone, num_classes=7, num_frames=T).eval()
     assert isinstance(model.backbone.head, torch.nn.Identity)  # the backbone's own classifier is removed
-    assert model.rows_per_sample == T
     assert model.trainable_modules() == [model.pool, model.head]
     assert model.pool.num_heads == 2
     assert {"pool.query_token", "backbone.pos_embed", "backbone.cls_token"} <= model.no_weight_decay()
@@ -45,14 +44,15 @@ def test_shapes_rows_and_trainable_modules(clips):
     assert tokens.shape == (3, T, 1 + 16, 48)
 
 
-def test_views_are_averaged(clips):
+def test_views_give_per_view_logits(clips):
     model = VideoClassifier(tiny_backbone(), 5, T).eval()
     _randomize(model.pool)
     views = torch.stack([clips, clips.flip(-1), clips * 0.5], dim=1)  # [B, V=3, T, C, H, W]
     with torch.no_grad():
-        averaged = model(views)
-        each = torch.stack([model(views[:, v]) for v in range(3)], 1).mean(1)
-    assert torch.allclose(averaged, each, atol=1e-6)
+        per_view = model(views)
+        each = torch.stack([model(views[:, v]) for v in range(3)], 1)
+    assert per_view.shape == (3, 3, 5)
+    assert torch.allclose(per_view, each, atol=1e-6)
 
 
 def test_default_pooling_is_blind_to_frame_order(clips):

@@ -1,5 +1,7 @@
 """The video task end to end on real video files written here: K400 and SSv2 layouts, train + multi-view eval
-that beats chance, MACs per clip against torch's counter, resume, DDP, predict with a skip map over frames."""
+that beats chance, MACs per clip against torch's counter, resume, DDP, predict with a skip map over frames; the
+views' averaging in `infer` evaluates exactly as the model's own averaging did."""
+import copy
 import json
 import os
 import re
@@ -15,11 +17,16 @@ from torch.utils.flop_counter import FlopCounterMode
 pytest.importorskip("av")
 
 from dytune.cli import main  # noqa: E402
+from dytune.core.flops import count_macs  # noqa: E402
+from dytune.engine.evaluation import evaluate  # noqa: E402
+from dytune.engine.loader import DataLoader  # noqa: E402
+from dytune.tasks.video import VideoClassifier, VideoTask  # noqa: E402
+from dytune.utils.distributed import DistEnv  # noqa: E402
 from dytune.mini.minivideo import write_video  # noqa: E402
 from dytune.engine import train  # noqa: E402
 from dytune.run_config import TrainConfig  # noqa: E402
 from dytune.engine.runs import load_run  # noqa: E402
-from tests.conftest import countable  # noqa: E402
+from tests.conftest import converted, countable  # noqa: E402
 from tests.engine.test_engine import _free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -85,6 +92,50 @@ def config(tmp_path: Path, dataset: str = "k400", **kw) -> TrainConfig:
         splits = dict(train_split="train", eval_split="validation")
     return TrainConfig(**{**TINY, **splits, "dataset": dataset, "data_root": str(root), "epochs": 6,
                           "output_dir": str(tmp_path / "run"), **kw})
+
+
+class _AveragingVideoClassifier(VideoClassifier):
+    """The model as it was before `VideoTask.infer` averaged the views: it averaged them itself."""
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        if clips.ndim == 6:
+            b, v = clips.shape[:2]
+            return super().forward(clips.flatten(0, 1)).view(b, v, -1).mean(1)
+        return super().forward(clips)
+
+
+class _PlainInferVideoTask(VideoTask):
+    """The task as it was then: the base class's `infer`, one forward of the model."""
+
+    def infer(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        return model(inputs)
+
+
+def test_infer_averaging_evaluates_as_the_model_averaging_did(tmp_path):
+    task = VideoTask(config(tmp_path, img_size=32, num_frames=4, test_views=3))
+    model = VideoClassifier(converted("vit_cls"), 5, 4).eval()
+    with torch.no_grad():
+        for p in model.pool.parameters():
+            p.normal_(0, 0.2, generator=torch.Generator().manual_seed(3))
+    before = _AveragingVideoClassifier(copy.deepcopy(model.backbone), 5, 4).eval()
+    before.load_state_dict(model.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    views, labels = torch.randn(10, 3, 4, 3, 32, 32, generator=gen), torch.arange(10) % 5
+    loader = DataLoader(torch.utils.data.TensorDataset(views, labels), batch_size=4)
+    volatile = ("images_per_s", "images_per_s_spread", "threads")
+
+    def run(m, t):
+        dense = int(count_macs(m, t.example_input(), forward=t.infer)[0])
+        metrics = evaluate(m, loader, DistEnv(), 5, "fp32", dense, progress=False, task=t)
+        with torch.no_grad():
+            logits = t.infer(m, views)
+        return logits, dense, {k: v for k, v in metrics.items() if k not in volatile}
+
+    new_logits, new_dense, new = run(model, task)
+    old_logits, old_dense, old = run(before, _PlainInferVideoTask(task.cfg))
+    assert new_logits.shape == (10, 5) and torch.equal(new_logits, old_logits)
+    assert new_dense == old_dense and new == old
+    assert 0.0 < new["keep_rate"] < 1.0 and new["gmacs_per_view"] == new["gmacs"] / 3
 
 
 @pytest.mark.slow
