@@ -52,6 +52,9 @@ def add_deep_prompts(model: nn.Module, num_prompts: int = 10) -> nn.Module:
     if num_prompts < 1:
         raise ValueError(f"vpt_tokens={num_prompts!r}: expected an integer >= 1")
     backbone = backbone_for(model, "add_deep_prompts")
+    if backbone.num_stages > 1:  # prompts join a sequence; a multi-stage family's blocks see a grid (Swin: windows)
+        raise ValueError(f"add_deep_prompts: a {backbone.family} backbone has {backbone.num_stages} stages whose "
+                         f"blocks attend within windows of a token grid, where prompt tokens have no place")
     for i, block in enumerate(backbone.blocks):
         layout = backbone.token_layout(i)
         backbone.blocks[i] = PromptedBlock(block, layout.dim, num_prompts, layout.num_prefix_tokens)

@@ -269,6 +269,17 @@ def test_task_models_around_a_swin():
         Segmenter(swin(num_classes=0), num_classes=3, out_indices=(0, 1, 2, 3), channels=16)
 
 
+def test_baseline_methods_on_a_swin():
+    from dytune.methods.lora import add_lora
+    from dytune.methods.vpt import add_deep_prompts
+
+    model = add_lora(swin()).eval()
+    with torch.no_grad():
+        assert model(images("square")).shape == (3, 5)
+    with pytest.raises(ValueError, match="add_deep_prompts: a timm_swin backbone has 4 stages .* windows"):
+        add_deep_prompts(swin())
+
+
 def test_a_training_step_reaches_adapters_and_dispatchers():
     model = converted("dynamic", experts=3).train()
     loss, parts = dytune.DyTLoss(target_rate=0.5)(model, images("dynamic", 4), torch.tensor([0, 1, 2, 3]))
