@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..core.checkpoint import load_backbone_weights, load_trained_state, save_pretrained, trained_state_dict
+from ..core.checkpoint import (WEIGHTS_NAME, load_backbone_weights, load_trained_state, save_pretrained,
+                               trained_state_dict)
 from ..utils.io import atomic_write
 from ..core.convert import is_converted
 from ..core.flops import count_macs
@@ -17,7 +18,7 @@ from ..methods import METHODS, Method
 
 __all__ = ["WEIGHTS", "build_model", "save_model", "load_model_weights", "read_run_meta"]
 
-WEIGHTS = "adapter_model.safetensors"
+WEIGHTS = WEIGHTS_NAME  # the core's adapter file: a baseline's trained tensors take the same name and format
 RUN_META = "run_meta.json"
 
 
@@ -51,7 +52,11 @@ def save_model(model: nn.Module, folder: Path, cfg: Any, num_classes: int, class
                task: str = "classification") -> None:
     """Trained tensors only: the core's save_pretrained format for a converted timm ViT and for a task model around
     one (so `from_pretrained` and `dytune bench --checkpoint` read it), the same safetensors file for baselines;
-    plus the run's config, task and classes to rebuild it."""
+    plus the run's config, task and classes to rebuild it.
+
+    This folder is what a run keeps of its model (best/, and the weights inside last/); resuming needs more (the
+    optimizer, the step, every RNG state), which the trainer adds beside it as train_state.pt in the same
+    checkpoint unit (`rundir.write_checkpoint`): one format to share and load a model, one to continue a run."""
     folder.mkdir(parents=True, exist_ok=True)
     if is_converted(model):
         save_pretrained(model, folder)
