@@ -13,7 +13,7 @@ import torch
 from ..core.config import VARIANTS
 from ..utils.runtime import PRECISIONS, timing_warning
 from ..tasks import TASKS
-from ..utils.argtypes import keep_rates_arg
+from .argtypes import keep_rates_arg
 from ..utils.io import atomic_write
 from ..bench.runner import METHODS, BenchSettings, build_models, run_benchmark
 

@@ -23,12 +23,12 @@ COMMANDS = {
     "vtab-summary": "dytune.cli.train",
     "suite": "dytune.cli.suite",
     "bench": "dytune.cli.bench",
-    "minivtab": "dytune.mini.minivtab",
-    "minivideo": "dytune.mini.minivideo",
-    "miniseg": "dytune.mini.miniseg",
+    "minivtab": "dytune.cli.mini",
+    "minivideo": "dytune.cli.mini",
+    "miniseg": "dytune.cli.mini",
     "predict": "dytune.cli.predict",
     "export": "dytune.cli.export",
-    "pretrain": "dytune.mini.pretrain",
+    "pretrain": "dytune.cli.mini",
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from ..run_config import TrainConfig
-from ..utils.argtypes import keep_rates_arg
+from .argtypes import keep_rates_arg
 from ..utils.io import atomic_write
 
 

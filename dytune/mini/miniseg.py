@@ -22,7 +22,6 @@ default 1,000, hard links to the training files (`heldout_splits`); a rerun adds
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -356,23 +355,3 @@ class MiniSeg(ADE20K):
 
     def __init__(self, root: PathLike, split: str = "training", transforms: Optional[Transform] = None) -> None:
         super().__init__(root, split, transforms, classes=read_class_names(Path(root) / "classes.txt"))
-
-
-def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="build the offline mini-segmentation benchmark (ADE20K layout)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="data set folder to create; an existing one is kept")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", type=int, default=1000, help="training images")
-    p.add_argument("--val", type=int, default=500, help="validation images")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels")
-    p.set_defaults(run=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    root = build_miniseg(args.root, args.seed, args.train, args.val, args.size)
-    meta = json.loads((root / "meta.json").read_text())
-    print(f"mini-segmentation: {meta['num_classes']} classes, {meta['counts']['training']} + "
-          f"{meta['counts']['validation']} images of {meta['image_size']}px, built in {meta['seconds']} s: {root}")
-    return 0

@@ -20,13 +20,11 @@ renamed into place, so it is complete or absent; a rerun skips finished tasks. A
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -459,27 +457,3 @@ def build_minivideo(root: PathLike, seed: int = 0, tasks: Optional[Sequence[str]
     if unknown:
         raise ValueError(f"unknown mini-video task(s) {unknown}; choose from {sorted(TASKS)}")
     return {task: build_task(root, task, seed, n_train, n_val, n_test, frames, progress) for task in tasks}
-
-
-def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="build the offline mini-video benchmark (Kinetics and SSv2 layouts)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="output folder; finished tasks in it are kept")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=None, help="a subset of the tasks")
-    p.add_argument("--train", type=int, default=800, help="training clips per task")
-    p.add_argument("--val", type=int, default=200, help="validation clips per task")
-    p.add_argument("--test", type=int, default=1000, help="test clips per task")
-    p.add_argument("--frames", type=int, default=FRAMES, help="frames per clip")
-    p.set_defaults(run=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    began = time.perf_counter()
-    folders = build_minivideo(args.root, args.seed, args.tasks, args.train, args.val, args.test, args.frames)
-    for task, folder in folders.items():
-        meta = json.loads((folder / "meta.json").read_text())
-        print(f"{task:14s} {meta['layout']:9s} {meta['codec']:5s} {meta['num_classes']:3d} classes  {folder}")
-    print(f"done in {time.perf_counter() - began:.0f} s")
-    return 0

@@ -18,7 +18,6 @@ a rerun skips finished tasks.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -386,26 +385,3 @@ def build_minivtab(root: PathLike, seed: int = 0, tasks: Optional[Sequence[str]]
             sources = load_sources(seed)
         folders[task] = build_task(root, task, seed, n_train, n_val, n_test, sources, progress)
     return folders
-
-
-def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="build the offline mini-VTAB benchmark (7 tasks, VTAB-1K layout)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="output folder; finished tasks in it are kept")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=None, help="a subset of the tasks")
-    p.add_argument("--train", type=int, default=800, help="training images per task")
-    p.add_argument("--val", type=int, default=200, help="validation images per task")
-    p.add_argument("--test", type=int, default=1000, help="test images per task")
-    p.set_defaults(run=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    folders = build_minivtab(args.root, args.seed, args.tasks, args.train, args.val, args.test)
-    for task, folder in folders.items():
-        meta = json.loads((folder / "meta.json").read_text())
-        share = meta[f"background_share_patch{PATCH}"]["test"]
-        print(f"{task:12s} {meta['group']:12s} {meta['num_classes']:3d} classes  "
-              f"background patches {100 * share:.0f}%  {folder}")
-    return 0

@@ -31,12 +31,12 @@ too. The data of step s depends only on (seed, s).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -57,8 +57,8 @@ from ..engine.evaluation import evaluate as evaluate_model
 from ..engine.loop import OptimizerStep
 from ..engine.optim import LrSchedule, param_groups
 
-__all__ = ["AUX_BINS", "AuxHeads", "build_backbone", "evaluate", "export", "load_last", "multitask_loss", "normalize",
-           "render_scene", "render_source", "scene_batches", "source_batches", "train"]
+__all__ = ["AUX_BINS", "AuxHeads", "PretrainConfig", "build_backbone", "evaluate", "export", "load_last",
+           "multitask_loss", "normalize", "render_scene", "render_source", "scene_batches", "source_batches", "train"]
 
 IMG_SIZE = 64
 MEAN = STD = (0.5, 0.5, 0.5)
@@ -75,6 +75,57 @@ GRID = 4  # occupancy grid of the item centres
 STATE_FILE = "state.pt"  # in the checkpoint folder <run>/last
 LEGACY_LAST = "last.pt"  # the checkpoint file of run folders written before pretrain used checkpoint folders
 LOG_FIELDS = ["step", "epoch", "difficulty", "lr", "train_loss", "train_acc", "test_acc", "img_per_s", "elapsed_s"]
+
+
+@dataclass
+class PretrainConfig:
+    """One pre-training run (`dytune pretrain`'s flags; their help says what each does). Its settings are recorded in
+    the run folder's config.json, except `threads` and `max_minutes`, which do not change what is learned.
+
+    Args:
+        out: Run folder (resumed if it exists).
+        init: Weights to start from: a run's checkpoint (RUN/last, or an older run's RUN/last.pt) or an exported
+            mini_vit.safetensors.
+        embed_dim, depth, heads, patch_size, pool: The backbone.
+        epochs, easy_epochs, curriculum_epochs: Passes over the training items; of them, at difficulty 0, then
+            rising to 1.
+        batch_size, lr, min_lr, warmup_epochs, weight_decay, label_smoothing, drop_path, clip_grad, seed: Training.
+        eval_size, ckpt_every: Test images per log row; steps between checkpoint, log row and test.
+        threads, max_minutes: Torch CPU threads; stop (resumably) after this wall time.
+        head_only: Train only the 10-class head, the backbone frozen.
+        max_items, single_share, full_rotation, aux_weight, patch_weight: The multi-task source
+            (MULTITASK_DEFAULTS: the single-item task).
+    """
+
+    out: str = "runs/pretrain"
+    init: Optional[str] = None
+    embed_dim: int = 192
+    depth: int = 6
+    heads: int = 3
+    patch_size: int = 8
+    pool: str = "token"
+    epochs: float = 4.0
+    easy_epochs: float = 0.0
+    curriculum_epochs: float = 1.0
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_epochs: float = 0.2
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    drop_path: float = 0.0
+    clip_grad: float = 1.0
+    seed: int = 0
+    eval_size: int = 2000
+    ckpt_every: int = 100
+    threads: int = 1
+    max_minutes: Optional[float] = None
+    head_only: bool = False
+    max_items: int = MULTITASK_DEFAULTS["max_items"]
+    single_share: float = MULTITASK_DEFAULTS["single_share"]
+    full_rotation: float = MULTITASK_DEFAULTS["full_rotation"]
+    aux_weight: float = MULTITASK_DEFAULTS["aux_weight"]
+    patch_weight: float = MULTITASK_DEFAULTS["patch_weight"]
 
 
 def render_source(
@@ -357,26 +408,27 @@ def load_init(path: str) -> Dict[str, Any]:
                             f"exported mini_vit.safetensors")
 
 
-def train(args: argparse.Namespace) -> Dict[str, Any]:
-    """Pre-train (or resume) in `args.out`, holding its run lock; returns the final summary also written to
+def train(config: PretrainConfig) -> Dict[str, Any]:
+    """Pre-train (or resume) in `config.out`, holding its run lock; returns the final summary also written to
     `summary.json`."""
-    out = Path(args.out)
+    out = Path(config.out)
     with RunLock(out):
         clean_stale_temporaries(out)
-        return _train(args, out)
+        return _train(config, out)
 
 
-def _train(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
-    torch.set_num_threads(args.threads)
-    config = {k: v for k, v in vars(args).items() if k not in ("run", "command", "threads", "max_minutes", "export")}
+def _train(cfg: PretrainConfig, out: Path) -> Dict[str, Any]:
+    torch.set_num_threads(cfg.threads)
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("threads", "max_minutes")}
     # the multi-task options are written only when they differ from their defaults, so a single-item run's
     # config.json is the one it always was
     config = {k: v for k, v in config.items() if not (k in OPTIONAL_DEFAULTS and v == OPTIONAL_DEFAULTS[k])}
-    options = {**MULTITASK_DEFAULTS, **{k: getattr(args, k) for k in MULTITASK_DEFAULTS if hasattr(args, k)}}
+    options = {k: getattr(cfg, k) for k in MULTITASK_DEFAULTS}
     multitask = is_multitask(options)
     config_path = out / "config.json"
     if config_path.exists():
         old = json.loads(config_path.read_text())
+        old.pop("debug", None)  # the command line's --debug flag, which older versions recorded; it changes nothing
         old = {k: v for k, v in old.items() if not (k in OPTIONAL_DEFAULTS and v == OPTIONAL_DEFAULTS[k])}
         diff = {k: (old.get(k), config.get(k)) for k in set(old) | set(config) if old.get(k) != config.get(k)}
         if diff:
@@ -387,36 +439,36 @@ def _train(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
 
     items, labels = (torch.from_numpy(a) for a in load_fashion_mnist("train"))
     test_images, test_labels = test_set(10000)
-    per_epoch = len(items) // args.batch_size
-    total = int(args.epochs * per_epoch)
-    warmup = int(args.warmup_epochs * per_epoch)
-    curriculum = max(int(args.curriculum_epochs * per_epoch), 1)
-    hold = int(args.easy_epochs * per_epoch)
+    per_epoch = len(items) // cfg.batch_size
+    total = int(cfg.epochs * per_epoch)
+    warmup = int(cfg.warmup_epochs * per_epoch)
+    curriculum = max(int(cfg.curriculum_epochs * per_epoch), 1)
+    hold = int(cfg.easy_epochs * per_epoch)
 
     def difficulty_at(step: int) -> float:
-        return min(max(step - hold, 0) / curriculum, 1.0) if args.curriculum_epochs > 0 else 1.0
+        return min(max(step - hold, 0) / curriculum, 1.0) if cfg.curriculum_epochs > 0 else 1.0
 
-    torch.manual_seed(args.seed)
-    model = build_backbone(args.embed_dim, args.depth, args.heads, args.patch_size, drop_path_rate=args.drop_path,
-                           **pool_kwargs(args.pool))
+    torch.manual_seed(cfg.seed)
+    model = build_backbone(cfg.embed_dim, cfg.depth, cfg.heads, cfg.patch_size, drop_path_rate=cfg.drop_path,
+                           **pool_kwargs(cfg.pool))
     # created after the backbone, so the backbone's initial weights do not depend on the multi-task options
-    aux = AuxHeads(args.embed_dim, options["max_items"]) if multitask else None
-    if getattr(args, "head_only", False):  # refit the 10-class head on frozen features (a last, cheap stage)
+    aux = AuxHeads(cfg.embed_dim, options["max_items"]) if multitask else None
+    if cfg.head_only:  # refit the 10-class head on frozen features (a last, cheap stage)
         if multitask:
             raise ValueError("--head-only trains the 10-class head alone; it takes the single-item source")
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith("head."))
     trained = model if aux is None else nn.ModuleDict({"model": model, "aux": aux})
-    optimizer = torch.optim.AdamW(param_groups(trained, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(param_groups(trained, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     step = 0
     last = out / "last"
     state = load_last(out)
-    if args.init and state is None:
-        init = load_init(args.init)
+    if cfg.init and state is None:
+        init = load_init(cfg.init)
         model.load_state_dict(init["model"])
         if aux is not None and "aux" in init:
             aux.load_state_dict(init["aux"])
-        print(f"starting from the weights of {args.init}", file=sys.stderr)
+        print(f"starting from the weights of {cfg.init}", file=sys.stderr)
     if state is not None:
         model.load_state_dict(state["model"])
         if aux is not None:
@@ -430,16 +482,16 @@ def _train(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
         print(f"resuming {out} at step {step}/{total}", file=sys.stderr)
 
     model.train()
-    deadline = time.time() + 60 * args.max_minutes if args.max_minutes else None
+    deadline = time.time() + 60 * cfg.max_minutes if cfg.max_minutes else None
     started, seen, loss_sum, hits = time.time(), 0, 0.0, 0
     bar = tqdm(total=total, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
     if multitask:
-        batches = scene_batches(items, labels, args.batch_size, args.seed, step, options["max_items"],
-                                options["full_rotation"], args.patch_size, options["single_share"])
+        batches = scene_batches(items, labels, cfg.batch_size, cfg.seed, step, options["max_items"],
+                                options["full_rotation"], cfg.patch_size, options["single_share"])
     else:
-        batches = source_batches(items, labels, args.batch_size, args.seed, step, difficulty_at)
-    schedule = LrSchedule(total, warmup, args.lr, args.min_lr)
-    optimizer_step = OptimizerStep(optimizer, schedule, trained.parameters(), args.clip_grad)
+        batches = source_batches(items, labels, cfg.batch_size, cfg.seed, step, difficulty_at)
+    schedule = LrSchedule(total, warmup, cfg.lr, cfg.min_lr)
+    optimizer_step = OptimizerStep(optimizer, schedule, trained.parameters(), cfg.clip_grad)
     log = CsvLog(out / "log.csv", key="step")
     aux_sums: Dict[str, float] = {}
     while step < total:
@@ -448,9 +500,9 @@ def _train(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
         def forward() -> Tuple[torch.Tensor, Dict[str, Any]]:
             if aux is None:
                 logits = model(normalize(images))
-                return F.cross_entropy(logits, target, label_smoothing=args.label_smoothing), {"logits": logits}
+                return F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing), {"logits": logits}
             loss, logits, parts = multitask_loss(model, aux, images, target, options["aux_weight"],
-                                                 options["patch_weight"], args.label_smoothing)
+                                                 options["patch_weight"], cfg.label_smoothing)
             return loss, {"logits": logits, **parts}
 
         try:
@@ -469,11 +521,11 @@ def _train(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", d=f"{difficulty_at(step - 1):.2f}", lr=f"{lr:.1e}")
         stop = deadline is not None and time.time() > deadline
-        if step % args.ckpt_every == 0 or step == total or stop:
+        if step % cfg.ckpt_every == 0 or step == total or stop:
             elapsed = time.time() - started
             row = dict(step=step, epoch=f"{step / per_epoch:.3f}", difficulty=f"{difficulty_at(step - 1):.3f}",
                        lr=f"{lr:.3e}", train_loss=f"{loss_sum / seen:.4f}", train_acc=f"{100 * hits / seen:.2f}",
-                       test_acc=f"{evaluate(model, test_images[:args.eval_size], test_labels[:args.eval_size]):.2f}",
+                       test_acc=f"{evaluate(model, test_images[:cfg.eval_size], test_labels[:cfg.eval_size]):.2f}",
                        img_per_s=f"{seen / elapsed:.1f}", elapsed_s=f"{elapsed:.0f}")
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
                      "step": step}
@@ -488,7 +540,7 @@ def _train(args: argparse.Namespace, out: Path) -> Dict[str, Any]:
             bar.write(line)
             started, seen, loss_sum, hits, aux_sums = time.time(), 0, 0.0, 0, {}
         if stop:
-            print(f"stopped at step {step}/{total} after --max-minutes {args.max_minutes}; rerun to resume",
+            print(f"stopped at step {step}/{total} after --max-minutes {cfg.max_minutes}; rerun to resume",
                   file=sys.stderr)
             break
     bar.close()
@@ -577,63 +629,3 @@ def _stage_logs(run: Path) -> List[Dict[str, str]]:
         earlier = _stage_logs(Path(init).parent)
     with open(run / "log.csv", newline="") as f:
         return earlier + [{"run": run.name, **row} for row in csv.DictReader(f)]
-
-
-def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="pre-train the mini ViT backbone on Fashion-MNIST items on canvases",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/pretrain", help="run folder (resumed if it exists)")
-    p.add_argument("--export", default=None, metavar="DIR",
-                   help="when finished, write the backbone files there (e.g. dytune/assets)")
-    p.add_argument("--init", default=None, metavar="CHECKPOINT",
-                   help="start from the model weights of another run's checkpoint, RUN/last (or an older run's "
-                        "RUN/last.pt), or of an exported mini_vit.safetensors (a further stage of training)")
-    p.add_argument("--embed-dim", type=int, default=192)
-    p.add_argument("--depth", type=int, default=6)
-    p.add_argument("--heads", type=int, default=3)
-    p.add_argument("--patch-size", type=int, default=8)
-    p.add_argument("--pool", choices=("token", "avg"), default="token",
-                   help="classify from the class token or from the mean of the patch tokens")
-    p.add_argument("--epochs", type=float, default=4.0, help="passes over the 60,000 training items")
-    p.add_argument("--easy-epochs", type=float, default=0.0, help="epochs at difficulty 0 before the ramp")
-    p.add_argument("--curriculum-epochs", type=float, default=1.0,
-                   help="epochs over which difficulty then rises linearly from 0 to 1 (0: full difficulty at once)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--min-lr", type=float, default=1e-5)
-    p.add_argument("--warmup-epochs", type=float, default=0.2)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--drop-path", type=float, default=0.0)
-    p.add_argument("--clip-grad", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-size", type=int, default=2000,
-                   help="held-out test images evaluated at each log row (the final test uses all 10,000)")
-    p.add_argument("--ckpt-every", type=int, default=100, help="steps between checkpoint, log row and test")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (on 2 shared cores, 1 thread ran 3-5x faster than 2: docs/mini_backbone.md)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this wall time")
-    p.add_argument("--head-only", action="store_true",
-                   help="train only the 10-class head, the backbone frozen (e.g. refit the head of an --init)")
-    g = p.add_argument_group("multi-task source (the defaults give the single-item task)")
-    g.add_argument("--max-items", type=int, default=MULTITASK_DEFAULTS["max_items"],
-                   help="items per canvas, uniform in 1..N; the 10-class head names the largest (render_scene)")
-    g.add_argument("--single-share", type=float, default=MULTITASK_DEFAULTS["single_share"],
-                   help="share of the scenes that hold a single item whatever --max-items says")
-    g.add_argument("--full-rotation", type=float, default=MULTITASK_DEFAULTS["full_rotation"],
-                   help="share of the items rotated anywhere in 360 degrees (the others +-20)")
-    g.add_argument("--aux-weight", type=float, default=MULTITASK_DEFAULTS["aux_weight"],
-                   help="weight of each auxiliary loss on the pooled features: count, classes present, x, y, size, "
-                        "rotation of the largest item, 4x4 occupancy")
-    g.add_argument("--patch-weight", type=float, default=MULTITASK_DEFAULTS["patch_weight"],
-                   help="weight of the per-patch-token loss: class of the item covering the patch, or background")
-    p.set_defaults(run=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    summary = train(args)
-    print(json.dumps(summary))
-    if args.export:
-        print(f"wrote {export(Path(args.out), Path(args.export))}")
-    return 0

@@ -29,6 +29,7 @@ MOVED: Dict[str, str] = {
     "dytune.runtime": "dytune.utils.runtime",
     "dytune.distributed": "dytune.utils.distributed",
     "dytune.errors": "dytune.utils.errors",
+    "dytune.utils.argtypes": "dytune.cli.argtypes",
     "dytune.baselines": "dytune.methods",
 }
 # dytune.convert and dytune.calibrate moved to dytune.core too, but are not aliased: the package root binds those

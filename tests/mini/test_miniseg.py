@@ -93,17 +93,6 @@ def test_an_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     (tmp_path / "foreign").mkdir()
     with pytest.raises(ValueError, match="has no meta.json: not a mini-segmentation folder"):
         build_miniseg(tmp_path / "foreign", **SMALL)
-
-
-def test_cli_parser_builds(tmp_path, capsys):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    miniseg.add_parser(parser.add_subparsers(), "miniseg")
-    args = parser.parse_args(["miniseg", "--root", str(tmp_path / "m"), "--train", "2", "--val", "1", "--size", "32"])
-    assert args.run(args) == 0 and "15 classes, 2 + 1 images of 32px" in capsys.readouterr().out
-
-
 @pytest.mark.slow
 def test_heldout_splits_link_the_training_files_and_complete_an_older_build(built, tmp_path):
     assert miniseg.heldout_splits(1000) == {"train800": range(800), "val200": range(800, 1000)}

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
 
+from dytune.cli import mini as cli_mini
 from dytune.mini import pretrain
 from dytune.data.sources import find_fashion_mnist
 
@@ -37,10 +39,11 @@ def test_render_source_difficulty():
     assert sides.min() < 20 < 30 < sides.max()  # at sizes from small to large
 
 
-def parse(*argv: str) -> argparse.Namespace:
+def parse(*argv: str) -> pretrain.PretrainConfig:
+    """The run that `dytune pretrain` builds from these flags."""
     parser = argparse.ArgumentParser()
-    pretrain.add_parser(parser.add_subparsers(), "pretrain")
-    return parser.parse_args(["pretrain", *argv])
+    cli_mini.add_parser(parser.add_subparsers(), "pretrain")
+    return cli_mini.pretrain_config(parser.parse_args(["pretrain", *argv]))
 
 
 def test_interrupted_run_resumes_to_the_same_weights(fashion, tmp_path, monkeypatch):
@@ -151,7 +154,7 @@ def test_default_options_are_the_single_item_task(fashion, tmp_path, monkeypatch
         assert got_step == step and torch.equal(images, expected) and torch.equal(target, labels[idx])
 
     args = parse("--out", str(tmp_path / "run"))
-    assert not pretrain.is_multitask(vars(args))
+    assert not pretrain.is_multitask(asdict(args))
     def refuse(*a, **k):
         raise AssertionError("the default options must not use the multi-task source")
     monkeypatch.setattr(pretrain, "scene_batches", refuse)

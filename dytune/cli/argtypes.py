@@ -1,4 +1,4 @@
-"""argparse value types that more than one sub-command reads."""
+"""argparse value types that more than one sub-command reads (`dytune eval`, `dytune bench`)."""
 from __future__ import annotations
 
 import argparse
