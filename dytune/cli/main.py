@@ -16,7 +16,7 @@ from ..utils.errors import USER_ERRORS
 
 # sub-command name -> module implementing it
 COMMANDS = {
-    "demo": "dytune.mini.demo",
+    "demo": "dytune.cli.demo",
     "train": "dytune.cli.train",
     "eval": "dytune.cli.train",
     "vtab": "dytune.cli.train",

@@ -10,9 +10,8 @@ head, plus a picture of which patches skipped the MLP in which layer:
 """
 from __future__ import annotations
 
-import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -23,123 +22,189 @@ from . import minivideo, minivtab
 from ..utils.distributed import teardown
 from ..run_config import TrainConfig
 from ..engine.runs import load_run
+from ..engine.suite_file import load_suite
 from ..engine.trainer import STATE, train
 from ..core.flops import count_macs
 from ..pretrained import mini_vit_info
 from ..utils.runtime import timing_warning
 
 
+# the mini suites, whose recipes the demo takes: configs/ of the checkout this package is loaded from (an editable
+# install, `pip install -e .`, as the README's); a plain `pip install .` does not ship configs/
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `dytune demo` runs (its flags; None: the kind's default).
+
+    Args:
+        task: The kind of demo, a key of DEMOS.
+        subset: The data set's task (default: the kind's first).
+        epochs: Training epochs (default: the kind's).
+        lr: Learning rate (default 1e-2, the suites' choice on the AdaptFormer baseline).
+        target_rate: DyT's target keep rate.
+        seed: The run's seed.
+        data_root: The data set folder (default: the kind's).
+        out: The runs go to `out/<subset or task>`.
+        train_images, test_images: Sample counts of the data set (default: the benchmark's own).
+        speed_batch, repeats: Batch and timed rounds of the speed measurement.
+        threads: Torch CPU threads (default: torch's choice).
+    """
+
+    task: str = "image"
+    subset: Optional[str] = None
+    epochs: Optional[int] = None
+    lr: Optional[float] = None
+    target_rate: float = 0.5
+    seed: int = 0
+    data_root: Optional[Path] = None
+    out: Path = Path("runs/demo")
+    train_images: Optional[int] = None
+    test_images: Optional[int] = None
+    speed_batch: int = 64
+    repeats: int = 5
+    threads: Optional[int] = None
+
+
 @dataclass(frozen=True)
 class DemoKind:
-    """One kind of demo: its data, the run's settings and how it describes itself.
+    """One kind of demo: its data, the suite whose recipe it follows, what it changes and how it describes itself.
 
     Args:
         subsets: The data set's tasks a demo may pick, the default first (empty: the data set has one).
         default_root: Where the data set is built.
         epochs: Training epochs by default.
-        build: (args) -> the folder the run reads (builds the data set there unless it exists; sample counts the
+        suite: The mini suite (configs/<suite>_suite.yaml) whose `base` and `task_settings` are the run's settings.
+        build: (options) -> the folder the run reads (builds the data set there unless it exists; sample counts the
             builder's own unless given, so that the demo shares the benchmark's data).
-        settings: (args, data folder) -> the run's TrainConfig settings beyond the shared ones.
-        describe: (args) -> one line on what is learned.
+        differences: (options, data folder) -> the settings in which the demo departs from its suite's recipe.
+        describe: (options) -> one line on what is learned.
     """
 
     subsets: Tuple[str, ...]
     default_root: str
     epochs: int
-    build: Callable[[argparse.Namespace], Path]
-    settings: Callable[[argparse.Namespace, Path], Dict[str, Any]]
-    describe: Callable[[argparse.Namespace], str]
+    suite: str
+    build: Callable[[DemoOptions], Path]
+    differences: Callable[[DemoOptions, Path], Dict[str, Any]]
+    describe: Callable[[DemoOptions], str]
 
 
-def _counts(args: argparse.Namespace, train: str = "n_train", val: Optional[str] = "n_val",
+def _counts(options: DemoOptions, train: str = "n_train", val: Optional[str] = "n_val",
             test: str = "n_test") -> Dict[str, int]:
-    """The builder's sample-count arguments that the command line sets (validation: a quarter of training)."""
+    """The builder's sample-count arguments that the options set (validation: a quarter of training)."""
     counts = {}
-    if args.train_images is not None:
-        counts[train] = args.train_images
+    if options.train_images is not None:
+        counts[train] = options.train_images
         if val:
-            counts[val] = args.train_images // 4
-    if args.test_images is not None:
-        counts[test] = args.test_images
+            counts[val] = options.train_images // 4
+    if options.test_images is not None:
+        counts[test] = options.test_images
     return counts
 
 
-def _image_build(args: argparse.Namespace) -> Path:
-    minivtab.build_minivtab(args.data_root, tasks=[args.subset], **_counts(args))
-    return Path(args.data_root)
+def _image_build(options: DemoOptions) -> Path:
+    minivtab.build_minivtab(options.data_root, tasks=[options.subset], **_counts(options))
+    return Path(options.data_root)
 
 
-def _image_settings(args: argparse.Namespace, root: Path) -> Dict[str, Any]:
-    return dict(dataset="vtab", data_root=str(root), task=args.subset, cache_images=True, batch_size=64,
-                lr=args.lr or 1e-2, warmup_epochs=min(2.0, args.epochs / 5), min_lr=1e-5)
+def _image_differences(options: DemoOptions, root: Path) -> Dict[str, Any]:
+    # a short run: warm-up a fifth of the epochs, at most 2 (the suite's grid: a tenth)
+    return dict(warmup_epochs=min(2.0, options.epochs / 5))
 
 
-def _image_describe(args: argparse.Namespace) -> str:
-    task = minivtab.TASKS[args.subset]
-    return f"mini-VTAB '{args.subset}' ({len(task.classes)} classes: {task.description})"
+def _image_describe(options: DemoOptions) -> str:
+    task = minivtab.TASKS[options.subset]
+    return f"mini-VTAB '{options.subset}' ({len(task.classes)} classes: {task.description})"
 
 
-def _video_build(args: argparse.Namespace) -> Path:
-    return minivideo.build_minivideo(args.data_root, tasks=[args.subset], **_counts(args))[args.subset]
+def _video_build(options: DemoOptions) -> Path:
+    return minivideo.build_minivideo(options.data_root, tasks=[options.subset], **_counts(options))[options.subset]
 
 
-# mini-video layout -> (the dataset= that reads it, its training split from the clip counts): K400 list files name
-# their clip count (train800.txt), the SSv2 layout has one training JSON
-VIDEO_LAYOUTS: Dict[str, Tuple[str, Callable[[Dict[str, int]], str]]] = {
-    "kinetics": ("k400", lambda counts: f"train{counts['train']}"),
-    "ssv2": ("ssv2", lambda counts: "train"),
+# mini-video layout -> its training split from the clip counts: K400 list files name their clip count
+# (train800.txt), the SSv2 layout has one training JSON
+VIDEO_TRAIN_SPLITS: Dict[str, Callable[[Dict[str, int]], str]] = {
+    "kinetics": lambda counts: f"train{counts['train']}",
+    "ssv2": lambda counts: "train",
 }
 
 
-def _video_settings(args: argparse.Namespace, root: Path) -> Dict[str, Any]:
+def _video_differences(options: DemoOptions, root: Path) -> Dict[str, Any]:
     meta = json.loads((root / "meta.json").read_text())
-    dataset, train_split = VIDEO_LAYOUTS[meta["layout"]]
-    # the mini-video suite's recipe (configs/minivideo_suite.yaml): 4 frames at stride 4, 3 test views
-    return dict(dataset=dataset, data_root=str(root), train_split=train_split(meta["counts"]), eval_split="test",
-                num_frames=4, frame_stride=4, test_views=3, cache_images=True, batch_size=32, lr=args.lr or 1e-2,
-                warmup_epochs=1.0, min_lr=1e-5)
+    # trains on the training clips alone (the suite: training + validation), warm-up 1 epoch
+    return dict(train_split=VIDEO_TRAIN_SPLITS[meta["layout"]](meta["counts"]), warmup_epochs=1.0)
 
 
-def _video_describe(args: argparse.Namespace) -> str:
-    task = minivideo.TASKS[args.subset]
-    return f"mini-video '{args.subset}' ({len(task.classes)} classes: {task.description})"
+def _video_describe(options: DemoOptions) -> str:
+    task = minivideo.TASKS[options.subset]
+    return f"mini-video '{options.subset}' ({len(task.classes)} classes: {task.description})"
 
 
-def _seg_build(args: argparse.Namespace) -> Path:
+def _seg_build(options: DemoOptions) -> Path:
     from .miniseg import build_miniseg
 
-    return build_miniseg(args.data_root, **_counts(args, val=None, test="n_val"))
+    return build_miniseg(options.data_root, **_counts(options, val=None, test="n_val"))
 
 
-def _seg_settings(args: argparse.Namespace, root: Path) -> Dict[str, Any]:
-    # the mini-segmentation suite's recipe (configs/miniseg_suite.yaml), without distillation as the paper's
-    return dict(dataset="ade20k", data_root=str(root), train_split="training", eval_split="validation",
-                seg_scale=[512, 128], seg_inference="whole", seg_channels=128, batch_size=16, lr=args.lr or 1e-2,
-                lr_schedule="poly", warmup_epochs=0.5, min_lr=0.0, distill=False)
+def _seg_differences(options: DemoOptions, root: Path) -> Dict[str, Any]:
+    return dict(warmup_epochs=0.5)
 
 
-def _seg_describe(args: argparse.Namespace) -> str:
+def _seg_describe(options: DemoOptions) -> str:
     from .miniseg import CLASSES
 
     return f"mini-segmentation ({len(CLASSES)} classes: shapes, letters and digits on textured backgrounds)"
 
 
 DEMOS: Dict[str, DemoKind] = {
-    "image": DemoKind(("digits", *sorted(set(minivtab.TASKS) - {"digits"})), "data/minivtab", 10, _image_build,
-                      _image_settings, _image_describe),
-    "video": DemoKind(tuple(minivideo.TASKS), "data/minivideo", 5, _video_build, _video_settings, _video_describe),
-    "seg": DemoKind((), "data/miniseg", 8, _seg_build, _seg_settings, _seg_describe),
+    "image": DemoKind(("digits", *sorted(set(minivtab.TASKS) - {"digits"})), "data/minivtab", 10, "minivtab",
+                      _image_build, _image_differences, _image_describe),
+    "video": DemoKind(tuple(minivideo.TASKS), "data/minivideo", 5, "minivideo", _video_build, _video_differences,
+                      _video_describe),
+    "seg": DemoKind((), "data/miniseg", 8, "miniseg", _seg_build, _seg_differences, _seg_describe),
 }
 
 
-def demo_config(args: argparse.Namespace, root: Path) -> TrainConfig:
-    """The run of the demo: DyT on the mini backbone with the kind's recipe."""
-    info = mini_vit_info()
-    shared = dict(img_size=info["timm_kwargs"].get("img_size", 64), mean=info["mean"], std=info["std"],
-                  num_workers=0, model="dytune_mini_vit", pretrained=True, method="dyt", bottleneck=8,
-                  adapter_scale=1.0, target_rate=args.target_rate, epochs=args.epochs, weight_decay=1e-4,
-                  seed=args.seed, output_dir=str(args.out / (args.subset or args.task)), eval_every=args.epochs)
-    return TrainConfig.from_dict({**shared, **DEMOS[args.task].settings(args, root)}, source="dytune demo")
+def resolve(options: DemoOptions) -> DemoOptions:
+    """The options with the kind's defaults filled in (subset, data folder, epochs); a subset of another data set is
+    refused."""
+    kind = DEMOS[options.task]
+    subset = options.subset
+    if kind.subsets and subset is None:
+        subset = kind.subsets[0]
+    elif subset is not None and subset not in kind.subsets:
+        raise ValueError(f"dytune demo --task {options.task}: --subset {subset!r} is not one of "
+                         f"{', '.join(kind.subsets) or 'nothing (this data set has no subsets)'}")
+    return replace(options, subset=subset, data_root=Path(options.data_root or kind.default_root),
+                   epochs=options.epochs or kind.epochs)
+
+
+def suite_recipe(name: str, task: Optional[str] = None) -> Dict[str, Any]:
+    """The settings a run of `task` in mini suite `name` starts from: its `base`, then its `task_settings` of `task`
+    (None: the base alone)."""
+    path = CONFIGS / f"{name}_suite.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; `dytune demo` takes its recipe from the mini suites in configs/ "
+                                f"of the dytune checkout (installed with `pip install -e .`)")
+    suite = load_suite(path)
+    return {**suite["base"], **(suite.get("task_settings") or {}).get(task, {})}
+
+
+def demo_config(options: DemoOptions, root: Path) -> TrainConfig:
+    """The run of the demo: DyT on the mini backbone with its suite's recipe, the kind's differences and the options.
+
+    Args:
+        options: Resolved options (`resolve`).
+        root: The data folder the kind's `build` returned.
+    """
+    kind = DEMOS[options.task]
+    run = dict(data_root=str(root), method="dyt", target_rate=options.target_rate, epochs=options.epochs,
+               lr=options.lr or 1e-2, seed=options.seed, output_dir=str(options.out / (options.subset or options.task)),
+               eval_every=options.epochs, **({"task": options.subset} if options.task == "image" else {}))
+    settings = {**suite_recipe(kind.suite, options.subset), **kind.differences(options, root), **run}
+    return TrainConfig.from_dict(settings, source="dytune demo")
 
 
 def speed(model: torch.nn.Module, dense: torch.nn.Module, inputs: torch.Tensor, infer: Callable,
@@ -153,18 +218,14 @@ def speed(model: torch.nn.Module, dense: torch.nn.Module, inputs: torch.Tensor, 
             "rounds": repeats, "threads": torch.get_num_threads()}
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    kind = DEMOS[args.task]
-    if kind.subsets and args.subset is None:
-        args.subset = kind.subsets[0]
-    elif args.subset is not None and args.subset not in kind.subsets:
-        raise ValueError(f"dytune demo --task {args.task}: --subset {args.subset!r} is not one of "
-                         f"{', '.join(kind.subsets) or 'nothing (this data set has no subsets)'}")
-    args.data_root = Path(args.data_root or kind.default_root)
-    args.epochs = args.epochs or kind.epochs
-    cfg = demo_config(args, kind.build(args))
+def run_demo(options: DemoOptions) -> int:
+    """Train (or reuse) the demo's run and print its metric, keep rates, MACs, measured speed and skip map; returns
+    the exit code."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    options = resolve(options)
+    kind = DEMOS[options.task]
+    cfg = demo_config(options, kind.build(options))
     out = Path(cfg.output_dir)
     if (out / "results.json").is_file():
         print(f"reusing the finished run in {out} (delete it to train again)")
@@ -177,17 +238,17 @@ def run(args: argparse.Namespace) -> int:
         teardown()
     model, task = loaded.model.eval(), loaded.task
     dense = task.add_head(task.create_backbone(loaded.num_classes, pretrained=True), loaded.num_classes).eval()
-    batch = min(args.speed_batch, len(loaded.loader.dataset))
+    batch = min(options.speed_batch, len(loaded.loader.dataset))
     samples = [loaded.loader.dataset[i] for i in range(batch)]
     inputs = torch.stack([s[0] for s in samples])
     targets = torch.stack([torch.as_tensor(s[1]) for s in samples])
     with torch.no_grad():
         dense_macs = count_macs(dense, inputs, forward=task.infer).double().mean().item()
         dyt_macs = count_macs(model, inputs, forward=task.infer).double().mean().item()
-    timing = speed(model, dense, inputs, task.infer, args.repeats)
+    timing = speed(model, dense, inputs, task.infer, options.repeats)
     picture = task.save_examples(model, inputs, targets, out / "skip_map.png", loaded.classes)
     final, metric, unit = results["final"], results["metric"], task.sample_unit
-    print(f"\nDyT on {kind.describe(args)} with the mini backbone ({mini_vit_info()['source_task'].split(' (')[0]}):")
+    print(f"\nDyT on {kind.describe(options)} with the mini backbone ({mini_vit_info()['source_task'].split(' (')[0]}):")
     print(f"  test {metric:<18} {final[metric]:.2f} % on {final['images']} {unit}s")
     print("  keep rate per layer    " + " ".join(f"{r:.2f}" for r in final["keep_rates"])
           + f"   (mean {final['keep_rate']:.2f}, target {cfg.target_rate})")
@@ -202,31 +263,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"  trainable parameters   {results['trainable_params']:,}")
     print(f"  skip map               {picture}")
     return 0
-
-
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="train DyT on a small offline task and show what it skips", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="image", choices=sorted(DEMOS), help="image classification, video or seg")
-    p.add_argument("--subset", default=None,
-                   help="the data set's task: " + "; ".join(f"{k}: {', '.join(v.subsets)} (default {v.subsets[0]})"
-                                                            for k, v in DEMOS.items() if v.subsets))
-    p.add_argument("--epochs", type=int, default=None,
-                   help="training epochs (default " + ", ".join(f"{k}: {v.epochs}" for k, v in DEMOS.items()) + ")")
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default 1e-2, the suites' choice on the AdaptFormer baseline)")
-    p.add_argument("--target-rate", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="data set folder (default " + ", ".join(f"{k}: {v.default_root}" for k, v in DEMOS.items())
-                        + ")")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--train-images", type=int, default=None,
-                   help="training samples, plus a quarter for validation where the data set has one (default: the "
-                        "benchmark's, 800 images or clips, 1,000 for segmentation)")
-    p.add_argument("--test-images", type=int, default=None,
-                   help="test samples (default: the benchmark's, 1,000, 500 for segmentation)")
-    p.add_argument("--speed-batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds of the speed measurement")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.set_defaults(run=run)
