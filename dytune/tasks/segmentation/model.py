@@ -1,8 +1,11 @@
-"""Semantic segmentation on a (dynamic) timm ViT: a feature-pyramid neck, a UperNet head, an FCN auxiliary head.
+"""Semantic segmentation on a (dynamic) timm backbone: a pyramid of feature maps, a UperNet head, an FCN auxiliary
+head.
 
-The layout follows the DyT paper's setting (UperNet on ViT-B/16, BEiT-style neck): features of four blocks are read
-with timm's `forward_intermediates`, resampled to strides 4/8/16/32 of the image by transposed convolutions, an
-identity and max pooling, and fused by pyramid pooling + FPN. Skipped tokens of a DyT backbone keep their features
+The layout follows the DyT paper's setting (UperNet on ViT-B/16, BEiT-style neck): features of four blocks of a
+single-stage backbone (ViT, Eva) are read with timm's `forward_intermediates`, resampled to strides 4/8/16/32 of the
+image by transposed convolutions, an identity and max pooling, and fused by pyramid pooling + FPN. A hierarchical
+backbone (Swin) already has that pyramid: its stage outputs at strides 4/8/16/32, each layer-normalised (as
+mmsegmentation's Swin + UperNet), feed the head directly. Skipped tokens of a DyT backbone keep their features
 (they only miss the MLP), so every patch still has a feature map entry.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ from torch import nn
 from ...backbones import backbone_for
 
 __all__ = [
-    "ConvModule", "FeaturePyramidNeck", "PyramidPoolingModule", "UPerHead", "FCNHead", "Segmenter",
+    "ConvModule", "FeaturePyramidNeck", "StageNorms", "PyramidPoolingModule", "UPerHead", "FCNHead", "Segmenter",
     "SegmentationLoss", "default_out_indices", "pixel_cross_entropy", "pixel_distillation", "resize", "slide_inference", "sync_batchnorm",
     "whole_inference",
 ]
@@ -132,6 +135,34 @@ class FeaturePyramidNeck(nn.Module):
             raise ValueError(f"FeaturePyramidNeck: got {len(features)} feature maps, expected {len(self.levels)} "
                              f"(one per stride {self.strides})")
         return [level(x) for level, x in zip(self.levels, features)]
+
+
+class StageNorms(nn.Module):
+    """The pyramid of a hierarchical backbone: its stage outputs at their own strides, each normalised over channels
+    by a LayerNorm of its own (mmsegmentation's Swin adds these `norm{i}` for its out indices; timm's Swin normalises
+    the last stage only, and the Segmenter prunes that norm).
+
+    Args:
+        channels: Channels of each stage's map, finest first.
+        norm_layer: Called with a channel count; normalises the last dimension.
+    """
+
+    def __init__(self, channels: Sequence[int], norm_layer: Callable[[int], nn.Module] = nn.LayerNorm) -> None:
+        super().__init__()
+        if not channels:
+            raise ValueError("StageNorms: channels is empty; expected one entry per stage, e.g. (128, 256, 512, 1024)")
+        self.channels = tuple(channels)
+        self.norms = nn.ModuleList(norm_layer(c) for c in self.channels)
+
+    @property
+    def out_channels(self) -> List[int]:
+        return list(self.channels)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        if len(features) != len(self.norms):
+            raise ValueError(f"StageNorms: got {len(features)} feature maps, expected {len(self.norms)} (one per "
+                             f"stage of channels {self.channels})")
+        return [norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) for norm, x in zip(self.norms, features)]
 
 
 class PyramidPoolingModule(nn.ModuleList):
@@ -258,23 +289,29 @@ class FCNHead(_DecodeHead):
 
 
 class Segmenter(nn.Module):
-    """A timm ViT (plain or converted by `dytune.convert`) + FeaturePyramidNeck + UPerHead (+ FCN auxiliary head).
+    """A timm backbone (plain or converted by `dytune.convert`) + a pyramid + UPerHead (+ FCN auxiliary head).
 
-    The backbone is pruned in place to what the features need: blocks after the last of `out_indices`, the final
-    norm and the classifier are removed, so that every remaining parameter is used (DDP needs no
-    `find_unused_parameters`). Inputs whose sides are not multiples of the patch size are zero-padded at the bottom
-    and right and the logits cropped back. Other image sizes than the backbone's need `dynamic_img_size=True`
-    (timm then resizes the position embedding bicubically on the fly).
+    The pyramid depends on the backbone's stages (`num_stages`, through the backbone protocol): a single-stage
+    backbone (ViT, Eva) gives the maps of `out_indices` blocks on its patch grid, which a `FeaturePyramidNeck`
+    resamples to `strides`; a hierarchical one (Swin) gives the outputs of its `out_indices` stages, already at their
+    strides, which `StageNorms` normalises (as mmsegmentation's Swin + UperNet). The backbone is pruned in place to
+    what the features need: blocks or stages after the last of `out_indices`, the final norm and the classifier are
+    removed, so that every remaining parameter is used (DDP needs no `find_unused_parameters`). Inputs whose sides are
+    not multiples of the patch size are zero-padded at the bottom and right and the logits cropped back. Other image
+    sizes than the backbone's need `dynamic_img_size=True` (timm then resizes the position embedding bicubically, or
+    builds Swin's shift masks, on the fly).
 
     Args:
-        backbone: A one-stage backbone of a registered family (`dytune.backbones`), e.g. a timm VisionTransformer.
+        backbone: A backbone of a registered family (`dytune.backbones`), e.g. a timm VisionTransformer or Swin.
         num_classes: Output classes.
-        out_indices: Blocks whose outputs feed the pyramid levels, finest level first.
+        out_indices: The pyramid levels, finest first: blocks of a single-stage backbone, stages of a hierarchical
+            one. None: `default_out_indices(depth)` blocks ((3, 5, 7, 11) for 12), or every stage.
         channels: UPerHead width.
         aux: Build the FCN auxiliary head (trained with weight 0.4 by `SegmentationLoss`).
         aux_channels: FCN head width.
-        aux_index: Pyramid level the auxiliary head reads (2 = stride 16).
-        strides: Output strides of the pyramid levels.
+        aux_index: Pyramid level the auxiliary head reads (2 = stride 16; Swin's third stage).
+        strides: Output strides of the pyramid levels. None: (4, 8, 16, 32) for a single-stage backbone, the stages'
+            own strides for a hierarchical one (which are the only ones it accepts).
         pool_scales: UPerHead pyramid pooling sides.
         dropout: Dropout2d before both classifiers.
         neck_norm: Norm between stacked transposed convs of the neck (None = the official DyT code's neck).
@@ -286,29 +323,41 @@ class Segmenter(nn.Module):
     """
 
     def __init__(
-            self, backbone: nn.Module, num_classes: int, out_indices: Sequence[int] = (3, 5, 7, 11),
+            self, backbone: nn.Module, num_classes: int, out_indices: Optional[Sequence[int]] = None,
             channels: int = 768, aux: bool = True, aux_channels: int = 256, aux_index: int = 2,
-            strides: Sequence[int] = (4, 8, 16, 32), pool_scales: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1,
+            strides: Optional[Sequence[int]] = None, pool_scales: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1,
             neck_norm: NormLayer = nn.BatchNorm2d, norm_layer: NormLayer = nn.BatchNorm2d, align_corners: bool = False,
     ) -> None:
         super().__init__()
         family = backbone_for(backbone, "Segmenter")
-        if family.num_stages > 1:  # its pyramid would be the stages' outputs (`feature_maps` by stage), not a neck's
-            raise ValueError(f"Segmenter: a {family.family} backbone has {family.num_stages} stages; the Segmenter "
-                             f"builds its pyramid from the blocks of a single-stage backbone (ViT, Eva) only")
-        depth = family.depth
-        indices = [i + depth if i < 0 else i for i in out_indices]
+        staged = family.num_stages > 1
+        levels, unit = (family.num_stages, "stages") if staged else (family.depth, "blocks")
+        if out_indices is None:
+            out_indices = range(levels) if staged else default_out_indices(levels)
+        indices = [i + levels if i < 0 else i for i in out_indices]
+        if any(not 0 <= i < levels for i in indices):
+            wanted = len(strides) if strides is not None else 4
+            hint = "its pyramid levels are stages" if staged else \
+                f"a depth-{levels} model could use e.g. {_spread(levels, wanted)}"
+            raise ValueError(f"Segmenter: out_indices={tuple(out_indices)} outside the backbone's {levels} {unit} "
+                             f"(0..{levels - 1}); {hint}")
+        if staged:
+            own = [_pair(family.stride(s), "stride")[0] for s in indices]
+            if strides is not None and list(strides) != own:
+                raise ValueError(f"Segmenter: strides={tuple(strides)}, but the {family.family} backbone's stages "
+                                 f"{tuple(indices)} have strides {tuple(own)}; a hierarchical backbone's pyramid is its "
+                                 f"stages (leave strides unset)")
+            strides = own
+        strides = (4, 8, 16, 32) if strides is None else tuple(strides)
         if len(indices) != len(strides):
             raise ValueError(f"Segmenter: out_indices={tuple(out_indices)} has {len(indices)} entries but strides="
-                             f"{tuple(strides)} has {len(strides)}; give one block per pyramid level")
-        if any(not 0 <= i < depth for i in indices):
-            raise ValueError(f"Segmenter: out_indices={tuple(out_indices)} outside the backbone's {depth} blocks "
-                             f"(0..{depth - 1}); a depth-{depth} model could use e.g. {_spread(depth, len(strides))}")
+                             f"{tuple(strides)} has {len(strides)}; give one level per stride")
         if not 0 <= aux_index < len(strides):
             raise ValueError(f"Segmenter: aux_index={aux_index}; expected a pyramid level in 0..{len(strides) - 1}")
         patch_h, patch_w = _pair(family.stride(), "patch_size")
         if patch_h != patch_w:
             raise ValueError(f"Segmenter: non-square patches {(patch_h, patch_w)} are not supported")
+        widths = [family.token_layout(family.stage_blocks(s)[-1]).dim for s in indices] if staged else None
         family.prune(indices)
         self.backbone = backbone
         self.num_classes = num_classes
@@ -316,10 +365,13 @@ class Segmenter(nn.Module):
         self.patch_size = patch_h
         self.aux_index = aux_index
         self.align_corners = align_corners
-        self.neck = FeaturePyramidNeck(family.token_layout(0).dim, self.patch_size, strides, norm_layer=neck_norm)
+        if staged:
+            self.neck: nn.Module = StageNorms(widths)
+        else:
+            self.neck = FeaturePyramidNeck(family.token_layout(0).dim, self.patch_size, strides, norm_layer=neck_norm)
         self.decode_head = UPerHead(self.neck.out_channels, num_classes, channels, pool_scales, dropout, norm_layer,
                                     align_corners)
-        self.auxiliary_head = FCNHead(family.token_layout(0).dim, num_classes, aux_channels, dropout=dropout,
+        self.auxiliary_head = FCNHead(self.neck.out_channels[aux_index], num_classes, aux_channels, dropout=dropout,
                                       norm_layer=norm_layer) if aux else None
 
     def trainable_modules(self) -> List[nn.Module]:
@@ -348,7 +400,7 @@ class Segmenter(nn.Module):
                     f"{images.shape[-2]}x{images.shape[-1]}; create it with dynamic_img_size=True for other sizes")
 
     def forward_features(self, images: torch.Tensor) -> List[torch.Tensor]:
-        """Backbone feature maps [B, embed_dim, H / patch, W / patch] of the `out_indices` blocks."""
+        """Backbone feature maps [B, C, H', W'] of the `out_indices` levels (blocks on the patch grid, or stages)."""
         return backbone_for(self.backbone).feature_maps(images, self.out_indices)
 
     def forward(self, images: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, Optional[torch.Tensor]]]:

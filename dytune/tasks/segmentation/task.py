@@ -1,5 +1,6 @@
-"""Semantic segmentation: the (DyT) ViT's features of four blocks through a feature-pyramid neck to a UperNet head
-(+ FCN auxiliary head); ADE20K and COCO-Stuff 164k layouts, sliding-window or whole-image testing, mIoU."""
+"""Semantic segmentation: the (DyT) ViT's features of four blocks through a feature-pyramid neck, or a Swin's four
+stages, to a UperNet head (+ FCN auxiliary head); ADE20K and COCO-Stuff 164k layouts, sliding-window or whole-image
+testing, mIoU."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...backbones import backbone_for
 from ...data.lists import load_rgb
 from .data import (ADE20K, COCOStuff, Normalize, SegmentationDataset, colorize, eval_transforms,
                                  make_palette, read_class_names, train_transforms)
@@ -56,8 +56,9 @@ class SegmentationSettings(Settings):
     seg_channels: int = setting("Segmentation: UPerNet head width (the official DyT config: 768)", 768, AT_LEAST_1)
     seg_aux_weight: float = setting("Segmentation: weight of the FCN auxiliary head's loss (0: no auxiliary head)",
                                     0.4, AT_LEAST_0)
-    seg_out_indices: List[int] = setting("Segmentation: blocks feeding the 4 pyramid levels; [] = (3, 5, 7, 11) for "
-                                         "12 blocks, else spread evenly ending at the last block", [])
+    seg_out_indices: List[int] = setting("Segmentation: blocks feeding the 4 pyramid levels (stages of a "
+                                         "hierarchical backbone such as Swin); [] = (3, 5, 7, 11) for 12 blocks, else "
+                                         "spread evenly ending at the last block (Swin: every stage)", [])
 
 
 @register_task
@@ -125,15 +126,16 @@ class SegmentationTask(Task):
 
     # ---- model ---------------------------------------------------------------------------------------------------
     def create_backbone(self, num_classes: int, pretrained: bool) -> nn.Module:
-        """The timm ViT at `img_size` with `dynamic_img_size` (other sizes resize the position embedding)."""
+        """The timm backbone at `img_size` with `dynamic_img_size` (other sizes resize the position embedding, or
+        build Swin's shift masks per size)."""
         cfg = self.cfg
         kwargs = {"img_size": cfg.img_size, "num_classes": 0, "dynamic_img_size": True, **cfg.model_kwargs}
         return timm.create_model(cfg.model, pretrained=pretrained, **kwargs)
 
     def add_head(self, backbone: nn.Module, num_classes: int) -> Segmenter:
         cfg = self.cfg
-        indices = tuple(cfg.seg_out_indices) or default_out_indices(backbone_for(backbone).depth)
-        return Segmenter(backbone, num_classes, indices, channels=cfg.seg_channels, aux=cfg.seg_aux_weight > 0)
+        return Segmenter(backbone, num_classes, tuple(cfg.seg_out_indices) or None, channels=cfg.seg_channels,
+                         aux=cfg.seg_aux_weight > 0)
 
     def head(self, model: nn.Module) -> Sequence[nn.Module]:
         return model.trainable_modules()
