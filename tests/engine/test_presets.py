@@ -80,3 +80,32 @@ def test_a_suite_base_names_settings_not_files(tmp_path):
     path.write_text("base: preset.yaml\ntasks: [a]\nseeds: [0]\nruns: [{name: x}]\noutput: out\n")
     with pytest.raises(ValueError, match=f"{path}: base='preset.yaml': expected a mapping of settings"):
         load_suite(path)
+
+
+def test_the_swin_preset_is_mmsegmentations_swin_b_upernet_recipe_with_dyt():
+    """configs/ade20k_swin.yaml: mmseg's Swin-B UperNet ADE20K recipe (AdamW 6e-5, weight decay 0.01, poly power 1,
+    160k iterations at 16 images = 127 epochs, 1,500 warm-up iterations = 1.19 epochs, UperNet 512 channels, FCN
+    auxiliary head on stage 3 at 0.4, drop path 0.3, whole-image testing) with DyT (MLP dispatch, bottleneck 64,
+    r = 0.5); the task builds it as the four Swin-B stages feeding the head."""
+    from dytune.backbones import find_backbone
+    from dytune.tasks import build_task
+    from dytune.tasks.segmentation.model import StageNorms
+
+    assert "base: segmentation_base.yaml" in (ROOT / "configs" / "ade20k_swin.yaml").read_text()
+    cfg = TrainConfig.load([str(ROOT / "configs" / "ade20k_swin.yaml")])
+    expected = dict(dataset="ade20k", model="swin_base_patch4_window12_384.ms_in1k", img_size=512, batch_size=16,
+                    lr=6e-5, weight_decay=0.01, min_lr=0.0, lr_schedule="poly", poly_power=1.0, epochs=127,
+                    warmup_epochs=1.19, seg_channels=512, seg_aux_weight=0.4, seg_inference="whole",
+                    seg_scale=[2048, 512], seg_ratio_range=[0.5, 2.0], method="dyt", variant="mlp", bottleneck=64,
+                    target_rate=0.5, model_kwargs={"drop_path_rate": 0.3}, mean=[0.485, 0.456, 0.406],
+                    std=[0.229, 0.224, 0.225])
+    assert {key: getattr(cfg, key) for key in expected} == expected
+    task = build_task(cfg.replace(pretrained=False))
+    seg = task.add_head(task.create_backbone(150, pretrained=False), 150)
+    backbone = find_backbone(seg)
+    assert backbone.family == "timm_swin" and backbone.architecture()["depths"] == [2, 2, 18, 2]
+    assert backbone.architecture()["window_size"][0] == [12, 12]
+    assert isinstance(seg.neck, StageNorms) and seg.neck.out_channels == [128, 256, 512, 1024]
+    assert seg.decode_head.conv_seg.in_channels == 512
+    assert seg.auxiliary_head.convs[0][0].in_channels == 512 and seg.auxiliary_head.conv_seg.in_channels == 256
+    assert seg.backbone.layers[3].blocks[1].drop_path1.drop_prob == pytest.approx(0.3)  # the last block's rate
