@@ -177,7 +177,8 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
     all sharing the backbone weights and the task's head, on `device` in eval mode.
 
     Methods the task's head rules out are skipped with a warning: ToMe where the head needs every token of the
-    grid (segmentation), the logits-only last block where the head reads more than the class token (video).
+    grid (segmentation), the logits-only last block where the head reads more than the class token (video); so are
+    the dispatch variants and ToMe that the backbone family refuses (Swin: attention dispatch; Eva, Swin: ToMe).
     """
     task = bench_task(settings)
     base = _backbone(settings, task)
@@ -210,7 +211,11 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
     else:
         config = DyTConfig(bottleneck=settings.bottleneck)
         for variant in settings.variants:
-            dyts[variant] = wrap(adapted("dyt", copy.deepcopy(base), variant=variant, bottleneck=config.bottleneck))
+            try:
+                dyts[variant] = wrap(adapted("dyt", copy.deepcopy(base), variant=variant,
+                                             bottleneck=config.bottleneck))
+            except ValueError as err:  # a variant the backbone family refuses (Swin: attention dispatch)
+                warnings.warn(f"dytune bench: no dyt-{variant} row: {err}", stacklevel=2)
     per_layer = not settings.checkpoint
     for dyt in dyts.values():
         _calibrated(dyt, calib, settings.keep_rate, per_layer)
@@ -243,13 +248,21 @@ def build_models(settings: BenchSettings, device: torch.device) -> Dict[str, Ben
                 continue
             add(key, pruned, variant)
     if "tome" in methods:
-        add(f"tome-r{settings.tome_r}", wrap(apply_tome(copy.deepcopy(base), settings.tome_r,
-                                                         settings.proportional_attention)))
+        try:
+            add(f"tome-r{settings.tome_r}", wrap(apply_tome(copy.deepcopy(base), settings.tome_r,
+                                                             settings.proportional_attention)))
+        except ValueError as err:  # a backbone family whose tokens cannot be merged (Eva, Swin)
+            warnings.warn(f"dytune bench: no tome-r{settings.tome_r} row: {err}", stacklevel=2)
     if "dyt+tome" in methods:
         for variant, dyt in dyts.items():
             merged = copy.deepcopy(dyt)
             vit = inner_vit(merged)
-            apply_tome(vit, settings.tome_r, settings.proportional_attention and supports_proportional_attention(vit))
+            try:
+                apply_tome(vit, settings.tome_r,
+                           settings.proportional_attention and supports_proportional_attention(vit))
+            except ValueError as err:
+                warnings.warn(f"dytune bench: no dyt-{variant}+tome-r{settings.tome_r} row: {err}", stacklevel=2)
+                continue
             add(f"dyt-{variant}+tome-r{settings.tome_r}", _calibrated(merged, calib, settings.keep_rate, per_layer),
                 variant)
     if "official" in methods:
