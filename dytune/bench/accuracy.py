@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from ..core.calibrate import sweep_keep_rates
-from ..core.convert import keep_rates
-from ..core.flops import count_macs
+from ..core.measure import InferenceMeter
 
 
 @torch.no_grad()
@@ -38,20 +37,15 @@ def accuracy_vs_budget(
     device = next(model.parameters()).device
 
     def score(rate: float) -> Dict[str, float]:
-        correct = seen = 0
-        kept, macs = 0.0, 0.0
+        meter = InferenceMeter(model, device=device)
+        correct = 0
         for images, labels in batches:
             images, labels = images.to(device), labels.to(device)
-            count = count_macs(model, images)  # runs the forward; its keep masks are those of these images
-            logits = model(images)
+            logits, _ = meter(images)
             correct += int((logits.argmax(dim=-1) == labels).sum())
-            rates = keep_rates(model)
-            kept += sum(rates) / len(rates) * images.shape[0]
-            macs += float(count.double().sum())
-            seen += images.shape[0]
-        if seen == 0:
+        if meter.samples == 0:
             raise ValueError("accuracy_vs_budget: the validation batches are empty")
-        return {"target_keep_rate": rate, "keep_rate": kept / seen, "accuracy": correct / seen,
-                "gmacs": macs / seen / 1e9}
+        return {"target_keep_rate": rate, "keep_rate": meter.keep_rate(), "accuracy": correct / meter.samples,
+                "gmacs": meter.gmacs()}
 
     return sweep_keep_rates(model, calibration_images, keep_rates_to_try, score, per_layer)

@@ -18,8 +18,8 @@ from ..core.calibrate import calibrate
 from ..core.capacity import plan_capacity, set_capacity
 from ..core.checkpoint import from_pretrained, load_backbone_weights, read_pretrained_config
 from ..core.config import VARIANTS, DyTConfig, dyt_setting
-from ..core.convert import converted_config, execution, inner_vit, keep_rates, logits_only
-from ..core.flops import count_macs
+from ..core.convert import converted_config, execution, inner_vit, logits_only
+from ..core.measure import InferenceMeter
 from ..run_config import TrainConfig
 from ..tasks import TASKS, Task
 from ..utils.runtime import autocast, check_precision
@@ -374,12 +374,15 @@ def _model_stats(entry: BenchModel, inputs: torch.Tensor, task: Task) -> Dict[st
         with execution(entry.model, entry.execution):
             return _model_stats(dataclasses.replace(entry, execution=None), inputs, task)
     model = entry.model
-    macs = count_macs(entry.macs_model or model, inputs, forward=task.infer)
-    out: Dict[str, Any] = {"gmacs": macs.double().mean().item() / 1e9}
-    logits = task.infer(model, inputs)
+    counted = entry.macs_model or model
+    meter = InferenceMeter(counted, task.infer)
+    logits, _ = meter(inputs)
+    out: Dict[str, Any] = {"gmacs": meter.gmacs()}
+    if counted is not model:
+        logits = task.infer(model, inputs)
     if entry.dynamic:
-        rates = keep_rates(model)
-        out["keep_rate"] = sum(rates) / len(rates) if rates else 1.0
+        rate = meter.keep_rate()
+        out["keep_rate"] = 1.0 if rate is None else rate
     if entry.run is not None:
         logits, reference = entry.run(inputs), logits
         out["max_abs_diff_vs_reference"] = (logits - reference).abs().max().item()

@@ -8,8 +8,7 @@ import torch
 
 from ..utils import distributed
 from ..core.convert import is_converted
-from ..core.flops import DynamicMacMeter, count_macs
-from .evaluation import _KeepRates
+from ..core.measure import InferenceMeter
 from .runs import DEFAULT_CHECKPOINT, load_run
 
 __all__ = ["predict_files"]
@@ -43,16 +42,14 @@ def predict_files(run_dir: Path, files: Sequence[Path], top_k: int = 5, skip_map
     for file in files:
         sample = task.load_sample(Path(file))
         inputs = sample[None].to(device)
-        with DynamicMacMeter(model, 1) as meter:
-            output = task.infer(model, inputs)
-        keep = _KeepRates(model, torch.device("cpu"))
-        keep.add(meter)
-        rates = keep.compute()
+        meter = InferenceMeter(model, task.infer)
+        output, macs = meter(inputs)
+        rates = meter.keep_rates()
         output, shown = task.restore_prediction(output[0], sample, Path(file))
         row: Dict[str, Any] = {"file": str(file), **task.describe_prediction(output, loaded.classes, top_k),
-                               "gmacs": int(count_macs(model, inputs, forward=task.infer)[0]) / 1e9}
+                               "gmacs": int(macs[0]) / 1e9}
         if rates is not None:
-            row["keep_rate"] = sum(rates) / len(rates)
+            row["keep_rate"] = meter.keep_rate()
             row["keep_rates"] = rates
         if out is not None:
             row.update(task.save_outputs(output, shown, Path(out), Path(file).stem, loaded.classes))

@@ -24,7 +24,7 @@ from ..run_config import TrainConfig
 from ..engine.runs import load_run
 from ..engine.suite_file import load_suite
 from ..engine.trainer import STATE, train
-from ..core.flops import count_macs
+from ..core.measure import InferenceMeter
 from ..pretrained import mini_vit_info
 from ..utils.runtime import timing_warning
 
@@ -243,8 +243,8 @@ def run_demo(options: DemoOptions) -> int:
     inputs = torch.stack([s[0] for s in samples])
     targets = torch.stack([torch.as_tensor(s[1]) for s in samples])
     with torch.no_grad():
-        dense_macs = count_macs(dense, inputs, forward=task.infer).double().mean().item()
-        dyt_macs = count_macs(model, inputs, forward=task.infer).double().mean().item()
+        dense_macs, dyt_macs = (InferenceMeter(m, task.infer)(inputs)[1].double().mean().item()
+                                for m in (dense, model))
     timing = speed(model, dense, inputs, task.infer, options.repeats)
     picture = task.save_examples(model, inputs, targets, out / "skip_map.png", loaded.classes)
     final, metric, unit = results["final"], results["metric"], task.sample_unit
