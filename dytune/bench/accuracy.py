@@ -6,7 +6,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..core.calibrate import sweep_keep_rates
+from ..core.calibrate import budget_curve
 from ..core.measure import InferenceMeter
 
 
@@ -36,7 +36,7 @@ def accuracy_vs_budget(
     """
     device = next(model.parameters()).device
 
-    def score(rate: float) -> Dict[str, float]:
+    def score() -> Dict[str, float]:
         meter = InferenceMeter(model, device=device)
         correct = 0
         for images, labels in batches:
@@ -45,7 +45,6 @@ def accuracy_vs_budget(
             correct += int((logits.argmax(dim=-1) == labels).sum())
         if meter.samples == 0:
             raise ValueError("accuracy_vs_budget: the validation batches are empty")
-        return {"target_keep_rate": rate, "keep_rate": meter.keep_rate(), "accuracy": correct / meter.samples,
-                "gmacs": meter.gmacs()}
+        return {"keep_rate": meter.keep_rate(), "accuracy": correct / meter.samples, "gmacs": meter.gmacs()}
 
-    return sweep_keep_rates(model, calibration_images, keep_rates_to_try, score, per_layer)
+    return budget_curve(model, calibration_images, keep_rates_to_try, score, per_layer)

@@ -10,7 +10,7 @@ from torch import nn
 from .convert import dynamic_blocks, execution, keep_rates
 from .modules.dispatcher import TokenDispatcher
 
-__all__ = ["calibrate", "dispatchers", "sweep_keep_rates"]
+__all__ = ["calibrate", "dispatchers", "sweep_keep_rates", "budget_curve"]
 
 
 def dispatchers(model: nn.Module) -> List[TokenDispatcher]:
@@ -146,3 +146,27 @@ def sweep_keep_rates(
         for gate, value in zip(gates, saved):
             gate.logit_threshold.copy_(value)
         model.train(was_training)
+
+
+def budget_curve(
+        model: nn.Module,
+        calibration_images: torch.Tensor,
+        keep_rates_to_try: Sequence[float],
+        score: Callable[[], Dict[str, Any]],
+        per_layer: bool = False,
+        as_trained: bool = False,
+) -> List[Dict[str, Any]]:
+    """Accuracy against compute without retraining: one row per keep rate, `target_keep_rate` then what score()
+    measures with the thresholds calibrated to it (see `sweep_keep_rates`, which restores the model afterwards).
+
+    Args:
+        model: A converted (trained) model with dispatchers.
+        calibration_images: Images the thresholds are calibrated on.
+        keep_rates_to_try: Target mean keep rates in [0, 1].
+        score: Measures the model as it is (its accuracy, keep rate, MACs, ...).
+        per_layer: See `sweep_keep_rates`.
+        as_trained: Lead with a row of the trained thresholds (`target_keep_rate` None).
+    """
+    rows = [{"target_keep_rate": None, **score()}] if as_trained else []
+    return rows + sweep_keep_rates(model, calibration_images, keep_rates_to_try,
+                                   lambda rate: {"target_keep_rate": rate, **score()}, per_layer)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..utils import distributed
-from ..core.calibrate import dispatchers, sweep_keep_rates
+from ..core.calibrate import budget_curve, dispatchers
 from ..core.capacity import plan_capacity, set_capacity
 from ..core.convert import execution, is_converted
 from ..tasks import Task, build_task
@@ -151,10 +151,9 @@ def budget_curve_run(run_dir: Path, keep_rates_to_try: Sequence[float], override
             raise ValueError(f"{run_dir}: method {run.cfg.method!r} has no token dispatchers; a budget curve needs a "
                              f"dyt* run")
 
-        def score(target: Optional[float]) -> Dict[str, Any]:
-            return {"target_keep_rate": target, "metric": run.task.metric(1).primary, **_evaluate(run)}
-
         calib = calibration_inputs(run.cfg, run.task, calibration_count)
-        return [score(None)] + sweep_keep_rates(run.model, calib, keep_rates_to_try, score, per_layer)
+        metric = run.task.metric(1).primary
+        return budget_curve(run.model, calib, keep_rates_to_try, lambda: {"metric": metric, **_evaluate(run)},
+                            per_layer, as_trained=True)
     finally:
         distributed.teardown()
