@@ -3,25 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, List
 
 from ..run_config import TrainConfig
 from .argtypes import keep_rates_arg
+from ..utils.distributed import is_main_process
 from ..utils.io import atomic_write
-
-
-def is_main_process() -> bool:
-    """Whether this process is rank 0 of a torchrun job (or not under torchrun): the one that prints and writes."""
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank() == 0
-    except ImportError:
-        pass
-    return int(os.environ.get("RANK", "0")) == 0
+from ..utils.tables import markdown_table
 
 
 def write_text(path: Path, text: str) -> None:
@@ -96,29 +85,28 @@ def run_train(args: argparse.Namespace) -> int:
 
 def results_table(results: dict) -> str:
     """A markdown row per checkpoint (final epoch and best epoch) of one run."""
-    lines = ["| run | epoch | " + results["metric"] + " | keep rate | GMACs (% dense) | img/s | trainable params |",
-             "|---|---|---|---|---|---|---|"]
+    rows = []
     for name in ("final", "best"):
         m = results[name]
         if not m:
             continue
         keep = f"{m['keep_rate']:.3f}" if "keep_rate" in m else "1 (no dispatcher)"
-        epoch = m.get("epoch", results["epochs_done"])
-        lines.append(f"| {results['method']} {name} | {epoch} | {m[results['metric']]:.2f} | {keep} | "
-                     f"{m['gmacs']:.3f} ({m.get('gmacs_pct_dense', 100):.1f} %) | {m['images_per_s']:.1f} | "
-                     f"{results['trainable_params']:,} |")
-    return "\n".join(lines)
+        rows.append([f"{results['method']} {name}", m.get("epoch", results["epochs_done"]),
+                     f"{m[results['metric']]:.2f}", keep, f"{m['gmacs']:.3f} ({m.get('gmacs_pct_dense', 100):.1f} %)",
+                     f"{m['images_per_s']:.1f}", f"{results['trainable_params']:,}"])
+    return markdown_table(["run", "epoch", results["metric"], "keep rate", "GMACs (% dense)", "img/s",
+                           "trainable params"], rows)
 
 
 def format_budget_curve(rows: List[Dict[str, Any]]) -> str:
     """The rows of `budget_curve_run` as a Markdown table."""
     metric = rows[0].get("metric", "acc") if rows else "acc"
-    lines = [f"| thresholds | keep rate | {metric} % | GMACs | % dense MACs | img/s |", "|---|---|---|---|---|---|"]
+    cells = []
     for row in rows:
         target = "as trained" if row["target_keep_rate"] is None else f"keep {row['target_keep_rate']:.2f}"
-        lines.append(f"| {target} | {row.get('keep_rate', 1.0):.3f} | {row[metric]:.2f} | {row['gmacs']:.4f} | "
-                     f"{row.get('gmacs_pct_dense', float('nan')):.1f} | {row['images_per_s']:.0f} |")
-    return "\n".join(lines)
+        cells.append([target, f"{row.get('keep_rate', 1.0):.3f}", f"{row[metric]:.2f}", f"{row['gmacs']:.4f}",
+                      f"{row.get('gmacs_pct_dense', float('nan')):.1f}", f"{row['images_per_s']:.0f}"])
+    return markdown_table(["thresholds", "keep rate", f"{metric} %", "GMACs", "% dense MACs", "img/s"], cells)
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from ..utils.io import atomic_write
+from ..utils.tables import markdown_table
 from .results import write_csv
 
 __all__ = ["summarise", "labels", "markdown", "layer_keep_rates", "keep_rate_markdown", "plot_keep_rates", "plot",
@@ -45,14 +46,13 @@ def labels(rows: List[Dict[str, Any]]) -> Tuple[str, str]:
 
 def markdown(summary: List[Dict[str, Any]], tasks: List[str], unit: str = "img") -> str:
     header = ["run", *tasks, "mean ± std (seeds)", "keep rate", "GMACs (% dense)", f"{unit}/s", "trainable params"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for s in summary:
         mean = f"{s['mean']:.2f} ± {s['std']:.2f} ({s['seeds']})" if s["mean"] is not None else "incomplete"
-        cells = [s["run"], *(f"{s['per_task'][t]:.1f}" if t in s["per_task"] else "" for t in tasks), mean,
-                 f"{s['keep_rate']:.2f}", f"{s['gmacs']:.4f} ({s['gmacs_pct_dense']:.0f} %)",
-                 f"{s['images_per_s']:.0f}", f"{s['trainable_params']:,.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([s["run"], *(f"{s['per_task'][t]:.1f}" if t in s["per_task"] else "" for t in tasks), mean,
+                     f"{s['keep_rate']:.2f}", f"{s['gmacs']:.4f} ({s['gmacs_pct_dense']:.0f} %)",
+                     f"{s['images_per_s']:.0f}", f"{s['trainable_params']:,.0f}"])
+    return markdown_table(header, rows)
 
 
 def layer_keep_rates(rows: List[Dict[str, Any]], key: str) -> Dict[str, List[float]]:
@@ -65,11 +65,11 @@ def layer_keep_rates(rows: List[Dict[str, Any]], key: str) -> Dict[str, List[flo
 
 
 def keep_rate_markdown(per_run: Dict[str, List[float]]) -> str:
-    """Table of the mean keep rate per layer of every dynamic run."""
+    """Table of the mean keep rate per layer of every dynamic run (empty cells past a shallower run's last layer)."""
     depth = max(len(v) for v in per_run.values())
-    lines = ["| run | " + " | ".join(f"layer {i}" for i in range(depth)) + " |", "|" + "---|" * (depth + 1)]
-    lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in rates) + " |" for name, rates in per_run.items()]
-    return "\n".join(lines)
+    return markdown_table(["run", *(f"layer {i}" for i in range(depth))],
+                          [[name, *(f"{v:.2f}" for v in rates), *[""] * (depth - len(rates))]
+                           for name, rates in per_run.items()])
 
 
 def plot_keep_rates(rows: List[Dict[str, Any]], path: Path) -> Path:
