@@ -185,7 +185,6 @@ def apply_tome(model: nn.Module, r: Union[int, Sequence[int]] = 8, proportional_
         if not isinstance(block, DynamicBlock):
             block.__class__ = ToMeBlock
         block.between_sub_blocks = merge
-        block._tome = state  # how `dytune.logits_only` recognises a merging model
         if merge.on_keys:
             block.attn.qkv.register_forward_hook(merge.capture_qkv)
         if proportional_attention:
