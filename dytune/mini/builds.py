@@ -6,9 +6,9 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
-__all__ = ["remove_stale_builds", "check_built"]
+__all__ = ["remove_stale_builds", "check_built", "build_atomically"]
 
 
 def _alive(pid: int) -> bool:
@@ -47,3 +47,40 @@ def check_built(folder: Path, settings: Dict[str, Any], kind: str) -> None:
     if found != settings:
         raise ValueError(f"{folder} was built with {found}, not the requested {settings}; "
                          f"use another --root or delete the folder")
+
+
+def build_atomically(dest: Path, fill: Callable[[Path], None], settings: Optional[Dict[str, Any]] = None,
+                     kind: str = "build") -> Path:
+    """Build the folder `dest` by fill(tmp) in the temporary folder `.<name>.tmp-<pid>` beside it, then rename it
+    into place, so `dest` is complete or absent; the temporary folder is removed when fill fails.
+
+    Args:
+        dest: The folder to build (absent).
+        fill: Writes the whole content into the (empty, existing) folder it is given.
+        settings: Where another process finished `dest` first, its folder is kept if its `meta.json` has these
+            settings (`check_built`); None keeps it as it is.
+        kind: What the folder is, for `check_built`'s message.
+
+    Returns:
+        `dest`.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(dest.parent, dest.name)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not dest.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep its folder
+            if settings is not None:
+                check_built(dest, settings, kind)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest

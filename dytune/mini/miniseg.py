@@ -31,7 +31,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from .builds import check_built, remove_stale_builds
+from .builds import build_atomically, check_built
 from .canvas import contrasting_colors, paste, place_theta, textures, uniform
 from ..tasks.segmentation.data import ADE20K, Transform, read_class_names
 from ..data.sources import letter_fonts, load_digits, render_glyphs
@@ -248,11 +248,13 @@ def heldout_splits(n_train: int) -> Dict[str, range]:
     return {f"train{n_train - held}": range(n_train - held), f"val{held}": range(n_train - held, n_train)}
 
 
-def _link(source: Path, dest: Path) -> None:
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copy2(source, dest)
+def _link_files(source: Path, names: Sequence[str], dest: Path) -> None:
+    """Hard links in `dest` to the files `names` of `source` (copies where links fail)."""
+    for name in names:
+        try:
+            os.link(source / name, dest / name)
+        except OSError:
+            shutil.copy2(source / name, dest / name)
 
 
 def write_heldout_splits(root: PathLike, n_train: int) -> None:
@@ -269,13 +271,8 @@ def write_heldout_splits(root: PathLike, n_train: int) -> None:
             dest = root / kind / split
             if dest.is_dir():
                 continue
-            remove_stale_builds(dest.parent, split)
-            tmp = dest.parent / f".{split}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            for i in indices:
-                _link(root / kind / "training" / f"{i:06d}{suffix}", tmp / f"{i:06d}{suffix}")
-            os.replace(tmp, dest)
+            names = [f"{i:06d}{suffix}" for i in indices]
+            build_atomically(dest, functools.partial(_link_files, root / kind / "training", names))
 
 
 def build_miniseg(root: PathLike, seed: int = 0, n_train: int = 1000, n_val: int = 500, size: int = 128,
@@ -304,11 +301,9 @@ def build_miniseg(root: PathLike, seed: int = 0, n_train: int = 1000, n_val: int
     for n, name in ((n_train, "training"), (n_val, "validation")):
         if n < 1:
             raise ValueError(f"mini-segmentation: the {name} split needs at least one image, got {n}")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_builds(root.parent, root.name)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     start = time.perf_counter()
-    try:
+
+    def fill(tmp: Path) -> None:
         sources = load_sources(seed)
         shares, unlabelled = {}, {}
         for split, n in (("training", n_train), ("validation", n_val)):
@@ -331,17 +326,8 @@ def build_miniseg(root: PathLike, seed: int = 0, n_train: int = 1000, n_val: int
                 "heldout": {k: [v.start, v.stop] for k, v in heldout_splits(n_train).items()},
                 "validation_fonts": sources.validation_fonts, "seconds": round(time.perf_counter() - start, 1)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not root.exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep its folder
-            check_built(root, settings, "mini-segmentation folder")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+
+    return build_atomically(root, fill, settings, "mini-segmentation folder")
 
 
 class MiniSeg(ADE20K):

@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -34,7 +33,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from .builds import check_built, remove_stale_builds
+from .builds import build_atomically, check_built
 from .canvas import contrasting_colors, paste, place_theta, textures, uniform
 
 __all__ = [
@@ -404,11 +403,8 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
             raise ValueError(f"mini-video {task}: the {split} split needs at least one clip, got {n}")
     if frames < 8:
         raise ValueError(f"mini-video {task}: frames={frames}, expected at least 8")
-    root.mkdir(parents=True, exist_ok=True)
-    remove_stale_builds(root, task)
-    tmp = root / f".{task}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         writer = _write_kinetics if spec.layout == "kinetics" else _write_ssv2
         labels = writer(tmp, task, spec, counts, seed, frames, progress)
         meta = {**settings, "layout": spec.layout, "description": spec.description,
@@ -417,17 +413,8 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
         if spec.templates:
             meta["reversed_class"] = list(REVERSED)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not folder.exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep its folder
-            check_built(folder, settings, "mini-video task folder")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+
+    return build_atomically(folder, fill, settings, "mini-video task folder")
 
 
 

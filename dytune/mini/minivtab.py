@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -33,7 +32,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .builds import check_built, remove_stale_builds
+from .builds import build_atomically, check_built
 from .canvas import contrasting_colors, paste, place_theta, textures, uniform
 from ..data.sources import letter_fonts, load_digits, render_glyphs
 
@@ -309,14 +308,12 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
     for n, name in ((n_train, "train"), (n_val, "val"), (n_test, "test")):
         if n < 1:
             raise ValueError(f"mini-VTAB {task}: the {name} split needs at least one image, got {n}")
-    root.mkdir(parents=True, exist_ok=True)
-    remove_stale_builds(root, task)
-    tmp = root / f".{task}.tmp-{os.getpid()}"
     sources = sources if sources is not None else load_sources(seed)
     spec = TASKS[task]
-    lists: Dict[str, List[str]] = {}
-    shares, label_counts = {}, {}
-    try:
+
+    def fill(tmp: Path) -> None:
+        lists: Dict[str, List[str]] = {}
+        shares, label_counts = {}, {}
         for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
             rendered = render_task(task, split, n, seed, sources)
             (tmp / "images" / split).mkdir(parents=True)
@@ -340,18 +337,8 @@ def build_task(root: PathLike, task: str, seed: int = 0, n_train: int = 800, n_v
                 f"background_share_patch{PATCH}": shares,
                 "held_out": {"letters_test_fonts": sources.test_fonts, "fonts_test_letters": sources.test_letters}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not folder.exists():
-                raise
-            # another process finished the same task first: keep its folder if it has our settings
-            shutil.rmtree(tmp, ignore_errors=True)
-            check_built(folder, settings, "mini-VTAB task folder")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+
+    return build_atomically(folder, fill, settings, "mini-VTAB task folder")
 
 
 
