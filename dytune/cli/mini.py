@@ -7,34 +7,32 @@ import json
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import Iterable
 
 from ..mini import miniseg, minivideo, minivtab, pretrain
 
 _PRETRAIN = pretrain.PretrainConfig()  # the defaults of `dytune pretrain`'s flags
 
 
+def _add_task_build_flags(p: argparse.ArgumentParser, tasks: Iterable[str], unit: str) -> None:
+    """The flags of a benchmark built as one folder per task: output folder, seed, task subset, split sizes."""
+    p.add_argument("--root", required=True, help="output folder; finished tasks in it are kept")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", nargs="+", choices=sorted(tasks), default=None, help="a subset of the tasks")
+    for flag, default, split in (("--train", 800, "training"), ("--val", 200, "validation"), ("--test", 1000, "test")):
+        p.add_argument(flag, type=int, default=default, help=f"{split} {unit} per task")
+
+
 def add_parser(sub: argparse._SubParsersAction, name: str) -> argparse.ArgumentParser:
     if name == "minivtab":
         p = sub.add_parser(name, help="build the offline mini-VTAB benchmark (7 tasks, VTAB-1K layout)",
                            description=minivtab.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--root", required=True, help="output folder; finished tasks in it are kept")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--tasks", nargs="+", choices=sorted(minivtab.TASKS), default=None,
-                       help="a subset of the tasks")
-        p.add_argument("--train", type=int, default=800, help="training images per task")
-        p.add_argument("--val", type=int, default=200, help="validation images per task")
-        p.add_argument("--test", type=int, default=1000, help="test images per task")
+        _add_task_build_flags(p, minivtab.TASKS, "images")
         p.set_defaults(run=run_minivtab)
     elif name == "minivideo":
         p = sub.add_parser(name, help="build the offline mini-video benchmark (Kinetics and SSv2 layouts)",
                            description=minivideo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--root", required=True, help="output folder; finished tasks in it are kept")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--tasks", nargs="+", choices=sorted(minivideo.TASKS), default=None,
-                       help="a subset of the tasks")
-        p.add_argument("--train", type=int, default=800, help="training clips per task")
-        p.add_argument("--val", type=int, default=200, help="validation clips per task")
-        p.add_argument("--test", type=int, default=1000, help="test clips per task")
+        _add_task_build_flags(p, minivideo.TASKS, "clips")
         p.add_argument("--frames", type=int, default=minivideo.FRAMES, help="frames per clip")
         p.set_defaults(run=run_minivideo)
     elif name == "miniseg":
