@@ -16,7 +16,7 @@ from .config import DyTConfig
 from .convert import convert
 from .modules.adapter import Adapter, MoEAdapter
 from .modules.dispatcher import TokenDispatcher
-from ..utils.io import atomic_write
+from ..utils.io import atomic_write, read_json
 from ..version import __version__
 
 __all__ = ["save_pretrained", "from_pretrained", "read_pretrained_config", "create_model", "load_backbone_weights",
@@ -92,12 +92,7 @@ def save_pretrained(model: nn.Module, path: PathLike, dtype: Optional[torch.dtyp
 def read_pretrained_config(path: PathLike) -> Dict[str, Any]:
     """The checked config of a `save_pretrained` directory (backbone, class count, DyT settings, model type)."""
     file = Path(path) / CONFIG_NAME
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: not found; expected a directory written by dytune.save_pretrained")
-    try:
-        meta = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: not valid JSON ({e})") from e
+    meta = read_json(file, "a directory written by dytune.save_pretrained")
     missing = [k for k in ("format", "backbone", "num_classes", "config") if k not in meta]
     if meta.get("format") != "dytune" or missing:
         raise ValueError(f"{file}: not a dytune adapter config (missing {missing or ['format=dytune']})")

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..core.checkpoint import (WEIGHTS_NAME, load_backbone_weights, load_trained_state, save_pretrained,
                                trained_state_dict)
-from ..utils.io import atomic_write
+from ..utils.io import atomic_write, read_json
 from ..core.convert import is_converted
 from ..core.flops import count_macs
 from ..tasks.base import Task
@@ -73,12 +73,7 @@ def save_model(model: nn.Module, folder: Path, cfg: Any, num_classes: int, class
 def read_run_meta(folder: Path) -> Dict[str, Any]:
     """The class count, task and class names a checkpoint folder was saved with."""
     file = folder / RUN_META
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: not found; expected a checkpoint folder written by dytune train")
-    try:
-        meta = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: not valid JSON ({e})") from e
+    meta = read_json(file, "a checkpoint folder written by dytune train")
     if not isinstance(meta, dict) or not isinstance(meta.get("num_classes"), int):
         raise ValueError(f"{file}: expected a JSON object with an integer num_classes")
     meta.setdefault("task", "classification")

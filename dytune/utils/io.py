@@ -1,12 +1,13 @@
 """Writing files so that a reader, or a process killed mid-write, never sees half of one."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "read_json"]
 
 
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[str], None]) -> None:
@@ -29,3 +30,23 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[str], None]) ->
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def read_json(file: Path, expected: str) -> Any:
+    """The JSON document in `file`, which one of dytune's writers made.
+
+    Args:
+        file: The file to read.
+        expected: What should be there, for the error of a missing file (e.g. "a checkpoint folder written by
+            dytune train").
+
+    Raises:
+        FileNotFoundError: `file` does not exist.
+        ValueError: `file` is not valid JSON.
+    """
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: not found; expected {expected}")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from e
