@@ -133,9 +133,10 @@ def logits_only(model: nn.Module, enabled: bool = True) -> nn.Module:
         problems.append("mixture-of-experts adapters route on every token")
     if not supports_query_subset(last.attn):
         problems.append(f"attention module {type(last.attn).__name__}")
-    if last.between_sub_blocks is not None:  # it may change the sequence the prefix outputs are read from
-        problems.append(f"a sequence transform between the sub-blocks ({type(last.between_sub_blocks).__name__}, "
-                        f"e.g. token merging)")
+    hook = last.between_sub_blocks
+    if getattr(hook, "needs_patch_tokens", False):
+        problems.append(f"a sequence transform between the last block's sub-blocks that needs the patch tokens "
+                        f"({type(hook).__name__}, e.g. token merging)")
     if problems:
         raise ValueError("dytune.logits_only: unsupported model: " + "; ".join(problems))
 

@@ -73,3 +73,18 @@ def test_flag_is_cleared_when_the_forward_fails(images):
 def test_rejects_models_whose_head_reads_more_than_the_prefix(key, config, message):
     with pytest.raises(ValueError, match=message):
         dytune.logits_only(converted(key, **config))
+
+
+def test_refuses_a_last_block_hook_that_needs_the_patch_tokens():
+    class Merge:
+        needs_patch_tokens = True
+
+        def __call__(self, block, x):
+            return x
+
+    model = converted("vit_cls")
+    model.blocks[-1].between_sub_blocks = Merge()
+    with pytest.raises(ValueError, match=r"needs the patch tokens \(Merge, e.g. token merging\)"):
+        dytune.logits_only(model)
+    model.blocks[-1].between_sub_blocks = lambda block, x: x  # a hook that works on the prefix tokens too
+    dytune.logits_only(model)

@@ -60,10 +60,13 @@ class SubBlockHook(Protocol):
     It returns the tokens the MLP sub-block gets; it may drop or merge patch tokens (the MLP then runs on fewer,
     which `macs_per_image` counts) but must keep the prefix tokens first. Layer dispatch runs attention and MLP as
     one dispatched sub-block, so there the hook gets the block's output. In the prefix-only forward of
-    `dytune.logits_only` the hook gets the prefix tokens alone.
+    `dytune.logits_only` the hook gets the prefix tokens alone; a hook that cannot work on those sets the class
+    attribute `needs_patch_tokens = True`, and `logits_only` refuses a model whose last block has it.
 
     Use a plain callable, not an `nn.Module`: a module would join the block's state dict.
     """
+
+    needs_patch_tokens: bool = False
 
     def __call__(self, block: "DynamicBlock", x: torch.Tensor) -> torch.Tensor: ...
 

@@ -89,6 +89,8 @@ class ToMeMerge:
         on_keys: Match on the attention keys (attention over every token) rather than on the tokens.
     """
 
+    needs_patch_tokens = True  # it merges patch tokens: a prefix-only forward (`dytune.logits_only`) has none
+
     def __init__(self, state: ToMeState, layer: int, on_keys: bool) -> None:
         self.state, self.layer, self.on_keys = state, layer, on_keys
         self._qkv: Optional[torch.Tensor] = None
