@@ -5,7 +5,9 @@
     python benchmarks/same_results.py --tree . --out /tmp/after.json
     python benchmarks/same_results.py --compare /tmp/before.json /tmp/after.json
 
-Each revision runs in its own interpreter (`PYTHONPATH=<tree>`), one thread: `dytune pretrain` on the single-item,
+Each revision runs in its own interpreter (`PYTHONPATH=<tree>`, started in the work folder: started in a checkout,
+`python -m dytune` would import that checkout's dytune first, whatever PYTHONPATH says; the script checks which
+dytune each revision imports and records it), one thread: `dytune pretrain` on the single-item,
 the multi-task and the head-only source (a few steps of batch 16; sha256 of the final weights, the log's losses and
 accuracies, the held-out accuracy), `dytune train` of dyt, adaptformer, linear, dyt-moe and lora on two mini-VTAB
 tasks (2 epochs), and of dyt, adaptformer and linear on mini-video `shapes_motion` (96 training clips of 4 frames,
@@ -100,7 +102,8 @@ def _train(dytune: List[str], env: Dict[str, str], settings: List[str], out: Pat
     """Run `dytune train` and report the digest of its trained tensors and its stable results."""
     from safetensors.torch import load_file
 
-    done = subprocess.run([*dytune, "train", *settings, f"output_dir={out}"], env=env, capture_output=True, text=True)
+    done = subprocess.run([*dytune, "train", *settings, f"output_dir={out}"], env=env, capture_output=True, text=True,
+                          cwd=out.parent)
     if done.returncode:
         raise RuntimeError(f"dytune train {' '.join(settings)} failed:\n{done.stderr[-3000:]}")
     results = json.loads((out / "results.json").read_text())
@@ -115,12 +118,16 @@ def run(tree: Path, root: Path, work: Path, groups: Sequence[str] = GROUPS, vide
 
     env = {**os.environ, "PYTHONPATH": str(tree.resolve()), "OMP_NUM_THREADS": "1"}
     dytune = [sys.executable, "-m", "dytune"]
-    report: Dict[str, Any] = {}
+    imported = Path(subprocess.run([sys.executable, "-c", "import dytune; print(dytune.__file__)"], env=env, cwd=work,
+                                   check=True, capture_output=True, text=True).stdout.strip())
+    if tree.resolve() not in imported.resolve().parents:
+        raise RuntimeError(f"--tree {tree}: its interpreter imports {imported}, not the tree's dytune")
+    report: Dict[str, Any] = {"dytune": str(imported)}
     for name, extra in PRETRAIN_RUNS.items() if "pretrain" in groups else ():
         out = work / f"pretrain_{name}"
         args = [a.format(multi=work / "pretrain_multi") for a in extra]
         subprocess.run([*dytune, "pretrain", "--out", str(out), *PRETRAIN_COMMON, *args], env=env, check=True,
-                       capture_output=True)
+                       capture_output=True, cwd=work)
         # last.pt before pretrain used the engine's run folder, last/state.pt after
         state = torch.load(out / "last.pt" if (out / "last.pt").is_file() else out / "last" / "state.pt",
                            weights_only=True)
@@ -150,7 +157,7 @@ def run(tree: Path, root: Path, work: Path, groups: Sequence[str] = GROUPS, vide
 
 
 def compare(a: Path, b: Path) -> int:
-    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    ra, rb = ({k: v for k, v in json.loads(f.read_text()).items() if k != "dytune"} for f in (a, b))
     differ: List[str] = [k for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)]
     for key in sorted(set(ra) | set(rb)):
         print(f"{'same' if key not in differ else 'DIFFERENT'}  {key}")
