@@ -6,6 +6,11 @@ train/test split into train/validation (e.g. `train_split`, `eval_split`, per ta
 selection `tasks` (default: all) and `seeds` (default: the suite's). A run chooses the point with the best mean
 primary metric over the selection tasks and seeds (higher or lower as the task's metric says); ties go to fewer
 epochs, then the lower lr, then the earlier point of the grid. A run with `select_as: <run>` reuses that run's choice.
+
+`select.lengthen: {late_gain_above: g, max_epochs: m}` trains longer where the grid stopped too early: when a run
+chooses its longest point and that point's validation curves still rose (mean late gain over the selection tasks
+above g points, `dytune.engine.curves.late_gain`), the point with twice the epochs (the same other values) is
+searched too and competes by the same rule, up to m epochs.
 """
 from __future__ import annotations
 
@@ -13,16 +18,18 @@ import itertools
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..run_config import TrainConfig
 from ..utils.tables import markdown_table
 
-__all__ = ["check_selection", "grid_points", "point_name", "point_settings", "target", "choose", "selection_markdown"]
+__all__ = ["check_selection", "grid_points", "run_points", "point_name", "point_settings", "target", "choose",
+           "to_lengthen", "selection_markdown"]
 
 DERIVED = ("warmup_fraction",)  # grid keys that are not TrainConfig settings
 PLANNED = ("task", "seed", "output_dir")  # settings the suite sets per run, never searched
-SELECT_KEYS = ("tasks", "seeds", "task_settings")
+SELECT_KEYS = ("tasks", "seeds", "task_settings", "lengthen")
+LENGTHEN_KEYS = ("late_gain_above", "max_epochs")
 
 
 def _settings() -> set:
@@ -78,6 +85,28 @@ def _check_select(path: Path, suite: Mapping[str, Any]) -> None:
                              f"select.task_settings.{task}.eval_split) to a validation split")
 
 
+def _check_lengthen(path: Path, suite: Mapping[str, Any]) -> None:
+    rule = suite["select"].get("lengthen")
+    if rule is None:
+        return
+    if not isinstance(rule, dict) or sorted(rule) != sorted(LENGTHEN_KEYS):
+        raise ValueError(f"{path}: select.lengthen={rule!r}; expected a mapping with exactly {list(LENGTHEN_KEYS)}")
+    epochs = suite["grid"].get("epochs")
+    if not isinstance(epochs, list) or not all(type(e) is int and e > 0 for e in epochs):
+        raise ValueError(f"{path}: select.lengthen needs grid.epochs to be an axis of whole epochs, got {epochs!r}")
+    gain, most = rule["late_gain_above"], rule["max_epochs"]
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or gain < 0:
+        raise ValueError(f"{path}: select.lengthen.late_gain_above={gain!r}; expected a number >= 0 (metric points)")
+    if type(most) is not int or most < 2 * max(epochs):
+        raise ValueError(f"{path}: select.lengthen.max_epochs={most!r}; expected an integer >= {2 * max(epochs)} "
+                         f"(twice the grid's longest point), else nothing is ever lengthened")
+    every = suite["select"].get("eval_every", suite["base"].get("eval_every", 1))
+    if type(every) is not int or every * 6 > min(epochs):
+        raise ValueError(f"{path}: select.lengthen reads validation curves: set select.eval_every so that every "
+                         f"search run evaluates at least 6 times (at most {min(epochs) // 6} for grid.epochs "
+                         f"{epochs}), got {every!r}")
+
+
 def _check_runs(path: Path, suite: Mapping[str, Any]) -> None:
     names = [r["name"] for r in suite["runs"]]
     grid = suite.get("grid") or {}
@@ -113,6 +142,7 @@ def check_selection(path: Path, suite: Mapping[str, Any]) -> None:
     if "grid" in suite:
         _check_grid(path, suite["grid"])
         _check_select(path, suite)
+        _check_lengthen(path, suite)
     _check_runs(path, suite)
 
 
@@ -120,6 +150,12 @@ def grid_points(grid: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """Every combination of the grid's axes (its list values), in grid order, the first axis slowest."""
     axes = {k: v for k, v in grid.items() if isinstance(v, list)}
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def run_points(grid: Mapping[str, Any], extra: Optional[Mapping[str, Sequence[Dict[str, Any]]]], run: str,
+               ) -> List[Dict[str, Any]]:
+    """The points a run searches: the grid's, then the lengthened ones added for it (`extra`), in that order."""
+    return grid_points(grid) + list((extra or {}).get(run, ()))
 
 
 def point_name(point: Mapping[str, Any]) -> str:
@@ -164,23 +200,25 @@ def _point_row(run: str, point: Mapping[str, Any], tasks: Sequence[str], seeds: 
 
 
 def choose(rows: Sequence[Mapping[str, Any]], grid: Mapping[str, Any], tasks: Sequence[str], seeds: Sequence[int],
-           greater_is_better: Mapping[str, bool]) -> Tuple[List[Dict[str, Any]], Dict[str, Dict[str, Any]]]:
-    """Score every searching run's grid points and choose one per run whose points are all finished.
+           greater_is_better: Mapping[str, bool], extra: Optional[Mapping[str, Sequence[Dict[str, Any]]]] = None,
+           ) -> Tuple[List[Dict[str, Any]], Dict[str, Dict[str, Any]]]:
+    """Score every searching run's points and choose one per run whose points are all finished.
 
     Args:
         rows: Search results as `collect` gives them, `run` named `<run>/<point name>`, `acc` the primary metric.
         grid: The suite's grid.
         tasks, seeds: The selection tasks and seeds.
         greater_is_better: Per searching run, which way its primary metric improves.
+        extra: Per run, lengthened points searched beyond the grid (`to_lengthen`).
 
     Returns:
         (one table row per run and point: axis values, mean per task over seeds, mean over tasks, chosen 0/1;
         run -> chosen point's axis values).
     """
     found = {(r["run"], r["task"], r["seed"]): r["acc"] for r in rows}
-    points = grid_points(grid)
     table, choices = [], {}
     for run, greater in greater_is_better.items():
+        points = run_points(grid, extra, run)
         scored = [_point_row(run, p, tasks, seeds, found) for p in points]
         table += scored
         if all(r["mean"] is not None for r in scored):
@@ -190,10 +228,36 @@ def choose(rows: Sequence[Mapping[str, Any]], grid: Mapping[str, Any], tasks: Se
     return table, choices
 
 
+def to_lengthen(chosen: Mapping[str, Mapping[str, Any]], grid: Mapping[str, Any],
+                extra: Optional[Mapping[str, Sequence[Dict[str, Any]]]], gains: Mapping[str, Optional[float]],
+                rule: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The point each run should search next under `select.lengthen`: twice the epochs of its choice, where the
+    choice is its longest point so far and its mean late gain is above `rule["late_gain_above"]`.
+
+    Args:
+        chosen: Run -> chosen point (`choose`).
+        grid, extra: The points searched so far (`run_points`).
+        gains: Run -> mean late gain of its chosen point over the selection tasks (None: not measurable).
+        rule: `select.lengthen`.
+    """
+    longer = {}
+    for run, point in chosen.items():
+        points = run_points(grid, extra, run)
+        gain = gains.get(run)
+        if point["epochs"] < max(p["epochs"] for p in points) or gain is None or gain <= rule["late_gain_above"]:
+            continue
+        candidate = {**point, "epochs": 2 * point["epochs"]}
+        if candidate["epochs"] <= rule["max_epochs"] and candidate not in points:
+            longer[run] = candidate
+    return longer
+
+
 def selection_markdown(table: Sequence[Mapping[str, Any]], grid: Mapping[str, Any], tasks: Sequence[str],
                        seeds: Sequence[int], metric: str, greater_is_better: bool,
-                       shared: Mapping[str, str]) -> str:
-    """The search as a readable table: one row per run and point, the chosen point in bold, then who shares whose."""
+                       shared: Mapping[str, str], lengthen: Optional[Mapping[str, Any]] = None,
+                       gains: Optional[Mapping[str, Optional[float]]] = None) -> str:
+    """The search as a readable table: one row per run and point, the chosen point in bold, then the lengthening
+    rule with each run's late gain, then who shares whose."""
     axes = [k for k, v in grid.items() if isinstance(v, list)]
     fixed = ", ".join(f"{k}={v}" for k, v in grid.items() if not isinstance(v, list))
     lines = [f"Recipe selection: validation {metric} ({'higher' if greater_is_better else 'lower'} is better), mean "
@@ -205,6 +269,13 @@ def selection_markdown(table: Sequence[Mapping[str, Any]], grid: Mapping[str, An
         cells += [f"{r['mean']:.2f}" if r["mean"] is not None else "incomplete", "**yes**" if r["chosen"] else ""]
         rows.append(cells)
     lines.append(markdown_table(["run", *axes, *tasks, "mean", "chosen"], rows))
+    if lengthen:
+        measured = ", ".join(f"{run} {gain:+.2f}" if gain is not None else f"{run} -"
+                             for run, gain in (gains or {}).items())
+        lines += ["", f"Lengthened (select.lengthen): a run whose choice is its longest point and whose validation "
+                      f"curves at that point still rose by more than {lengthen['late_gain_above']} (mean late gain "
+                      f"over the selection tasks) also searches twice the epochs, up to {lengthen['max_epochs']}. "
+                      f"Late gain at the chosen points: {measured}."]
     if shared:
         uses = ", ".join(f"{run} uses {other}'s" for run, other in shared.items())
         lines += ["", f"Shared choices (select_as): {uses}."]

@@ -15,22 +15,25 @@ is fixed; `warmup_fraction: f` sets warmup_epochs = f x epochs) and `select` how
 `task_settings`; the selection `tasks` and `seeds`, by default the suite's). Every run first trains each point on
 the selection tasks and seeds (`<output>/search/<run>/<point>/<task>/seed<k>`, remembered in
 `<output>/search/results.csv`), keeps the point with the best mean primary metric (ties: fewer epochs, then the lower
-lr; `<output>/selection.csv`, `selection.md`), then trains with it on the suite's own split. A run with
+lr; `<output>/selection.csv`, `selection.md`; the chosen points' training curves in `curves.md` and `curves.png`),
+then trains with it on the suite's own split. `select.lengthen` also searches twice the epochs where a run chose
+its longest point while its validation curves still rose (`dytune.engine.selection`). A run with
 `select_as: <run>` reuses that run's choice. `--search-only` stops after the choice.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..run_config import TrainConfig
 from ..utils.errors import RunError
 from ..utils.io import atomic_write
 from . import orchestrator
 from .orchestrator import train_plan  # noqa: F401  (its documented name: dytune.engine.suite.train_plan)
+from .curves import Curve, load_curves, mean_late_gains, write_curves
 from .report import labels, write_report
 from .results import collect, read_csv, write_csv
-from .selection import choose, selection_markdown, target
+from .selection import choose, point_name, selection_markdown, target, to_lengthen
 from .suite_file import load_suite, planned_runs, planned_search, select
 
 __all__ = ["train_suite", "run_suite", "run_selection", "train_plan"]
@@ -71,42 +74,88 @@ def _greater_is_better(plan: List[Tuple[str, TrainConfig]]) -> Dict[str, bool]:
     return out
 
 
+def _train_search(suite: Dict[str, Any], names: Sequence[str], overrides: List[str],
+                  extra: Mapping[str, Sequence[Dict[str, Any]]], memory: Path, gpus: Optional[int]) -> None:
+    failed = orchestrator.train_plan(planned_search(suite, names, overrides, extra), memory, gpus)
+    if failed:
+        raise RunError(f"{suite['output']}: search run(s) {', '.join(failed)} failed; rerun the same command to "
+                       f"resume them")
+
+
+def _point_finished(suite: Dict[str, Any], run: str, point: Dict[str, Any], overrides: List[str],
+                    extra: Mapping[str, Sequence[Dict[str, Any]]], memory: Path) -> bool:
+    name = f"{run}/{point_name(point)}"
+    plan = [(n, cfg) for n, cfg in planned_search(suite, [run], overrides, extra) if n == name]
+    return len(collect(plan, read_csv(memory))) == len(plan)
+
+
+def _chosen_curves(plan: List[Tuple[str, TrainConfig]], chosen: Mapping[str, Mapping[str, Any]],
+                   tasks: Sequence[str], metric: str) -> Dict[Tuple[str, str], Curve]:
+    """(run, task) -> the run's validation curve at its chosen point, the mean over the selection seeds."""
+    names = {run: f"{run}/{point_name(point)}" for run, point in chosen.items()}
+    logs = {(run, task): [Path(cfg.output_dir) / "log.csv" for name, cfg in plan
+                          if name == names[run] and cfg.task == task] for run in names for task in tasks}
+    return load_curves(logs, metric)
+
+
 def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrides: List[str] = (),
                   train: bool = True, gpus: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
-    """Search the grid for `runs` (training what is missing when `train`), then score every searching run of the
-    suite from what is on disk and write `selection.csv` and `selection.md`.
+    """Search the grid for `runs` (training what is missing when `train`), lengthen where `select.lengthen` says
+    so, then score every searching run of the suite from what is on disk and write `selection.csv`, `selection.md`,
+    `curves.md` and `curves.png`.
 
     Args:
         suite: The loaded suite, with `grid` and `select`.
         runs: The runs about to be trained (their `select_as` runs are searched for them).
         overrides: key=value settings for every run.
-        train: Train the missing search runs; otherwise only report.
+        train: Train the missing search runs; otherwise only report (lengthened points count once finished).
         gpus: Where search runs train (`train_plan`); a failed one stops the suite before any choice.
 
     Returns:
-        Run name -> its chosen grid point (axis values), for every run of the suite whose choice is known.
+        Run name -> its chosen point (axis values), for every run of the suite whose choice is known.
     """
     out = Path(suite["output"])
     memory = out / "search" / "results.csv"
-    if train:
-        failed = orchestrator.train_plan(planned_search(suite, _searching(suite, runs), overrides), memory, gpus)
-        if failed:
-            raise RunError(f"{out}: search run(s) {', '.join(failed)} failed; rerun the same command to resume them")
-    plan = planned_search(suite, _searching(suite, suite["runs"]), overrides)
-    rows = collect(plan, read_csv(memory))
-    if not rows:
-        print("no search run finished yet")
-        return {}
-    write_csv(rows, memory)
-    rule = suite["select"]
+    rule, grid = suite["select"], suite["grid"]
     tasks, seeds = rule.get("tasks", suite["tasks"]), rule.get("seeds", suite["seeds"])
-    greater = _greater_is_better(plan)
-    table, chosen = choose(rows, suite["grid"], tasks, seeds, greater)
+    wanted, everyone = _searching(suite, runs), _searching(suite, suite["runs"])
+    extra: Dict[str, List[Dict[str, Any]]] = {}
+    if train:
+        _train_search(suite, wanted, overrides, extra, memory, gpus)
+    while True:
+        plan = planned_search(suite, everyone, overrides, extra)
+        rows = collect(plan, read_csv(memory))
+        if not rows:
+            print("no search run finished yet")
+            return {}
+        greater = _greater_is_better(plan)
+        table, chosen = choose(rows, grid, tasks, seeds, greater, extra)
+        metric = labels(rows)[0]
+        curves = _chosen_curves(plan, chosen, tasks, metric)
+        gains = mean_late_gains(curves, tasks)
+        grown = {}
+        for run, point in (to_lengthen(chosen, grid, extra, gains, rule["lengthen"]) if "lengthen" in rule
+                           else {}).items():
+            trial = {**extra, run: [*extra.get(run, []), point]}
+            if train and run in wanted:
+                print(f"{run}: its validation curves still rose at {point_name(chosen[run])} (late gain "
+                      f"{gains[run]:+.2f}); searching {point_name(point)}")
+                _train_search(suite, [run], overrides, trial, memory, gpus)
+            if _point_finished(suite, run, point, overrides, trial, memory):
+                grown[run] = trial[run]
+        if not grown:
+            break
+        extra.update(grown)
+    write_csv(rows, memory)
     shared = {r["name"]: r["select_as"] for r in suite["runs"] if "select_as" in r}
-    text = selection_markdown(table, suite["grid"], tasks, seeds, labels(rows)[0], all(greater.values()), shared)
+    text = selection_markdown(table, grid, tasks, seeds, metric, all(greater.values()), shared,
+                              rule.get("lengthen"), gains)
     write_csv(table, out / "selection.csv")
     atomic_write(out / "selection.md", lambda tmp: Path(tmp).write_text(text + "\n"))
     print(text)
+    written = write_curves(curves, {run: point_name(point) for run, point in chosen.items()}, metric, out)
+    if written:
+        print("wrote " + ", ".join(map(str, written)))
     return {r["name"]: chosen[target(r)] for r in suite["runs"] if target(r) in chosen}
 
 

@@ -3,12 +3,12 @@ plans (the final runs and, with a grid, the search runs)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
 from ..run_config import TrainConfig
-from .selection import SELECT_KEYS, check_selection, grid_points, point_name, point_settings
+from .selection import SELECT_KEYS, check_selection, point_name, point_settings, run_points
 
 __all__ = ["RUN_KEYS", "load_suite", "select", "run_config", "planned_runs", "planned_search"]
 
@@ -86,13 +86,14 @@ def planned_runs(suite: Dict[str, Any], overrides: List[str] = (),
 
 
 def planned_search(suite: Dict[str, Any], names: Sequence[str], overrides: List[str] = (),
-                   ) -> List[Tuple[str, TrainConfig]]:
-    """(`<run>/<point>`, TrainConfig) per searching run in `names`, grid point, selection task and seed."""
+                   extra: Optional[Mapping[str, Sequence[Dict[str, Any]]]] = None) -> List[Tuple[str, TrainConfig]]:
+    """(`<run>/<point>`, TrainConfig) per searching run in `names`, point (the grid's, then the run's lengthened
+    points in `extra`), selection task and seed."""
     rule = suite["select"]
     explicit = _explicit(overrides)
     configs = []
     for run in (r for r in suite["runs"] if r["name"] in names and "select_as" not in r):
-        for point in grid_points(suite["grid"]):
+        for point in run_points(suite["grid"], extra, run["name"]):
             name = f"{run['name']}/{point_name(point)}"
             for task in rule.get("tasks", suite["tasks"]):
                 layers = [point_settings(suite["grid"], point),

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from dytune.cli import main
-from dytune.engine.selection import best_point, choose, grid_points, point_name
+from dytune.engine.selection import best_point, choose, grid_points, point_name, to_lengthen
 from dytune.engine.report import layer_keep_rates
 from dytune.engine.suite_file import load_suite
 from tests.engine.fixtures import write_vtab_task
@@ -88,7 +88,8 @@ def grid_suite(tmp_path, **changes):
 def test_grid_search_chooses_on_validation_then_trains_the_choice(tmp_path, capsys):
     path, out = grid_suite(tmp_path), tmp_path / "suite"
     assert main(["suite", str(path), "--search-only", "--only", "linear-shared"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["search", "selection.csv", "selection.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["curves.md", "curves.png", "search", "selection.csv",
+                                                     "selection.md"]
     assert sorted(p.name for p in (out / "search").iterdir()) == ["linear", "results.csv"]  # linear-shared's search
     searched = yaml.safe_load((out / "search/linear/epochs2/a/seed0/config.yaml").read_text())
     assert (searched["train_split"], searched["eval_split"], searched["warmup_epochs"]) == ("train800", "val200", 1.0)
@@ -135,6 +136,59 @@ def test_selection_rule_direction_and_ties():
     assert chosen == {"r": {"lr": 0.01, "epochs": 15}} and [r["chosen"] for r in table] == [0, 1, 0, 0]
 
 
+LENGTHEN = {"late_gain_above": 1.0, "max_epochs": 48}
+
+
+def test_lengthen_doubles_the_longest_chosen_point_while_its_curves_rise():
+    grid = {"lr": [0.003, 0.01], "epochs": [15, 30]}
+    rule = {"late_gain_above": 1.0, "max_epochs": 60}
+    chosen = {"rising": {"lr": 0.01, "epochs": 30}, "flat": {"lr": 0.003, "epochs": 30},
+              "short": {"lr": 0.01, "epochs": 15}, "unmeasured": {"lr": 0.01, "epochs": 30}}
+    gains = {"rising": 2.5, "flat": 0.5, "short": 4.0, "unmeasured": None}
+    assert to_lengthen(chosen, grid, None, gains, rule) == {"rising": {"lr": 0.01, "epochs": 60}}
+    # searched already, or beyond max_epochs: nothing more
+    assert to_lengthen(chosen, grid, {"rising": [{"lr": 0.01, "epochs": 60}]}, gains, rule) == {}
+    chosen["rising"] = {"lr": 0.01, "epochs": 60}
+    assert to_lengthen(chosen, grid, {"rising": [{"lr": 0.01, "epochs": 60}]}, gains, rule) == {}
+    # a lengthened point takes part in the choice like a grid point
+    rows = [{"run": f"rising/{name}", "task": "x", "seed": 0, "acc": acc}
+            for name, acc in (("lr0.003-epochs15", 1.0), ("lr0.003-epochs30", 2.0), ("lr0.01-epochs15", 3.0),
+                              ("lr0.01-epochs30", 4.0), ("lr0.01-epochs60", 5.0))]
+    table, picked = choose(rows, grid, ["x"], [0], {"rising": True}, {"rising": [{"lr": 0.01, "epochs": 60}]})
+    assert picked == {"rising": {"lr": 0.01, "epochs": 60}} and [r["chosen"] for r in table] == [0, 0, 0, 0, 1]
+
+
+@pytest.mark.slow
+def test_suite_lengthens_a_rising_choice_then_resumes(tmp_path, monkeypatch, capsys):
+    import dytune.engine.suite as suite_module
+
+    path = grid_suite(tmp_path, grid={"epochs": [6], "lr": 0.01, "warmup_fraction": 0.5},
+                      select={"train_split": "train800", "eval_split": "val200", "eval_every": 1, "tasks": ["a"],
+                              "lengthen": {"late_gain_above": 1.0, "max_epochs": 12}},
+                      runs=[{"name": "linear", "method": "linear"}])
+    out = tmp_path / "suite"
+    # every chosen point "still rises", so the suite lengthens 6 -> 12 epochs and stops at max_epochs
+    monkeypatch.setattr(suite_module, "mean_late_gains", lambda curves, tasks: {run: 2.0 for run, _ in curves})
+    assert main(["suite", str(path), "--search-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "linear: its validation curves still rose at epochs6 (late gain +2.00); searching epochs12" in printed
+    longer = yaml.safe_load((out / "search/linear/epochs12/a/seed0/config.yaml").read_text())
+    assert (longer["epochs"], longer["warmup_epochs"], longer["eval_split"]) == (12, 6.0, "val200")
+    table = list(csv.DictReader((out / "selection.csv").open()))
+    assert [r["point"] for r in table] == ["epochs6", "epochs12"] and sum(int(r["chosen"]) for r in table) == 1
+    text = (out / "selection.md").read_text()
+    assert "Lengthened (select.lengthen)" in text and "linear +2.00" in text
+    assert (out / "curves.md").is_file() and (out / "curves.png").stat().st_size > 0
+    # rerun: the lengthened point is found on disk, nothing trains, the same choice
+    assert main(["suite", str(path), "--search-only"]) == 0
+    assert "[1/" not in capsys.readouterr().out
+    assert list(csv.DictReader((out / "selection.csv").open())) == table
+    # without the rule's trigger, the report keeps the finished lengthened point of the search
+    monkeypatch.setattr(suite_module, "mean_late_gains", lambda curves, tasks: {run: 0.0 for run, _ in curves})
+    assert main(["suite", str(path), "--search-only", "--report-only"]) == 0
+    assert [r["point"] for r in csv.DictReader((out / "selection.csv").open())] == ["epochs6"]
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"grid": {"lr": [0.01]}, "select": None}, "grid and select go together"),
     ({"grid": {"lrr": [0.01]}}, r"grid key\(s\) \['lrr'\] are not settings"),
@@ -149,6 +203,19 @@ def test_selection_rule_direction_and_ties():
     ({"select": {"eval_split": "val200", "task_settings": {"c": {}}}},
      r"select.task_settings must map tasks of the suite \['a', 'b'\] to settings"),
     ({"select": {"train_split": "train800"}}, "select leaves task a evaluated on its final split 'test'"),
+    ({"select": {"eval_split": "val200", "lengthen": {"late_gain_above": 1.0}}},
+     r"select.lengthen=\{'late_gain_above': 1.0\}; expected a mapping with exactly \['late_gain_above', 'max_epochs'\]"),
+    ({"grid": {"lr": [0.01, 0.1]}, "select": {"eval_split": "val200", "lengthen": LENGTHEN}},
+     "select.lengthen needs grid.epochs to be an axis of whole epochs, got None"),
+    ({"grid": {"epochs": [6, 12]}, "select": {"eval_split": "val200", "eval_every": 1,
+                                             "lengthen": {**LENGTHEN, "max_epochs": 20}}},
+     r"select.lengthen.max_epochs=20; expected an integer >= 24"),
+    ({"grid": {"epochs": [6, 12]}, "select": {"eval_split": "val200", "eval_every": 1,
+                                             "lengthen": {**LENGTHEN, "late_gain_above": -1}}},
+     r"select.lengthen.late_gain_above=-1; expected a number >= 0"),
+    ({"grid": {"epochs": [6, 12]}, "select": {"eval_split": "val200", "eval_every": 2, "lengthen": LENGTHEN}},
+     r"select.lengthen reads validation curves: set select.eval_every so that every search run evaluates at least "
+     r"6 times \(at most 1 for grid.epochs \[6, 12\]\), got 2"),
     ({"runs": [{"name": "x", "method": "linear", "epochs": 3}]}, r"run x sets \['epochs'\], which grid sets"),
     ({"runs": [{"name": "x", "method": "linear", "warmup_epochs": 3}]}, r"run x sets \['warmup_epochs'\], which grid"),
     ({"runs": [{"name": "x", "method": "linear", "select_as": "y"}]}, "run x: select_as='y'; expected another run"),
