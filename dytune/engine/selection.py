@@ -101,9 +101,9 @@ def _check_lengthen(path: Path, suite: Mapping[str, Any]) -> None:
         raise ValueError(f"{path}: select.lengthen.max_epochs={most!r}; expected an integer >= {2 * max(epochs)} "
                          f"(twice the grid's longest point), else nothing is ever lengthened")
     every = suite["select"].get("eval_every", suite["base"].get("eval_every", 1))
-    if type(every) is not int or every * 6 > min(epochs):
-        raise ValueError(f"{path}: select.lengthen reads validation curves: set select.eval_every so that every "
-                         f"search run evaluates at least 6 times (at most {min(epochs) // 6} for grid.epochs "
+    if type(every) is not int or every * 6 > max(epochs):
+        raise ValueError(f"{path}: select.lengthen reads validation curves: set select.eval_every so that the "
+                         f"longest search runs evaluate at least 6 times (at most {max(epochs) // 6} for grid.epochs "
                          f"{epochs}), got {every!r}")
 
 

@@ -213,9 +213,9 @@ def test_suite_lengthens_a_rising_choice_then_resumes(tmp_path, monkeypatch, cap
     ({"grid": {"epochs": [6, 12]}, "select": {"eval_split": "val200", "eval_every": 1,
                                              "lengthen": {**LENGTHEN, "late_gain_above": -1}}},
      r"select.lengthen.late_gain_above=-1; expected a number >= 0"),
-    ({"grid": {"epochs": [6, 12]}, "select": {"eval_split": "val200", "eval_every": 2, "lengthen": LENGTHEN}},
-     r"select.lengthen reads validation curves: set select.eval_every so that every search run evaluates at least "
-     r"6 times \(at most 1 for grid.epochs \[6, 12\]\), got 2"),
+    ({"grid": {"epochs": [6, 12]}, "select": {"eval_split": "val200", "eval_every": 3, "lengthen": LENGTHEN}},
+     r"select.lengthen reads validation curves: set select.eval_every so that the longest search runs evaluate at "
+     r"least 6 times \(at most 2 for grid.epochs \[6, 12\]\), got 3"),
     ({"runs": [{"name": "x", "method": "linear", "epochs": 3}]}, r"run x sets \['epochs'\], which grid sets"),
     ({"runs": [{"name": "x", "method": "linear", "warmup_epochs": 3}]}, r"run x sets \['warmup_epochs'\], which grid"),
     ({"runs": [{"name": "x", "method": "linear", "select_as": "y"}]}, "run x: select_as='y'; expected another run"),
