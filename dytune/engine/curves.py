@@ -68,7 +68,7 @@ def late_gain(curve: Curve, window: int = 3) -> Optional[float]:
     points = [(e, m) for e, m in zip(curve.epochs, curve.metric) if m is not None]
     if len(points) < 2 * window:
         return None
-    cut = max(i for i, (e, _) in enumerate(points) if e <= math.ceil(2 * points[-1][0] / 3))
+    cut = max((i for i, (e, _) in enumerate(points) if e <= math.ceil(2 * points[-1][0] / 3)), default=0)
     cut = min(max(cut, window - 1), len(points) - window - 1)
     before = [m for _, m in points[cut - window + 1:cut + 1]]
     return statistics.mean(m for _, m in points[-window:]) - statistics.mean(before)

@@ -132,7 +132,8 @@ def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrid
         table, chosen = choose(rows, grid, tasks, seeds, greater, extra)
         metric = labels(rows)[0]
         curves = _chosen_curves(plan, chosen, tasks, metric)
-        gains = mean_late_gains(curves, tasks)
+        # as improvement: a metric where lower is better improves when it falls
+        gains = {run: g if g is None or greater[run] else -g for run, g in mean_late_gains(curves, tasks).items()}
         grown = {}
         for run, point in (to_lengthen(chosen, grid, extra, gains, rule["lengthen"]) if "lengthen" in rule
                            else {}).items():

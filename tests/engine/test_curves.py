@@ -40,6 +40,7 @@ def test_mean_curve_averages_the_shared_epochs():
     ([float(e) for e in range(1, 31)], 10.0),                      # rising 1 point per epoch: epochs 28-30 vs 18-20
     ([float(min(e, 12)) for e in range(1, 31)], 0.0),              # risen, then flat by two thirds
     ([50.0] * 5, None),                                            # too short to tell
+    ([None] * 24 + [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3.0),           # evaluated only late: the first 3 vs the last 3
 ])
 def test_late_gain_compares_the_last_evaluations_with_those_at_two_thirds(metric, expected):
     curve = Curve(list(range(1, len(metric) + 1)), [1.0] * len(metric), metric)
