@@ -3,7 +3,8 @@
 As in the official DyT video model, frames are folded into the batch, so each frame gets its own class token, the
 2-D position embedding and its own token dispatch; a learnable query then cross-attends over the tokens of all frames
 (`AttentivePool`) and a linear head classifies the result. The pooling sees a set of tokens, so it is blind to frame
-order unless `temporal_embed` adds a learnable embedding per frame index.
+order unless `temporal_embed` adds a learnable embedding per frame index. `FramePool` pools each frame on its own and
+concatenates the frames in order, so that the linear head can compare them.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from ...backbones import backbone_for
 
-__all__ = ["AttentivePool", "VideoClassifier"]
+__all__ = ["AttentivePool", "FramePool", "VideoClassifier", "POOLS"]
 
 
 class AttentivePool(nn.Module):
@@ -51,6 +52,7 @@ class AttentivePool(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.temporal_embed = nn.Parameter(torch.zeros(num_frames, dim)) if temporal_embed else None
         self.fused_attn = True
+        self.out_features = dim
 
     def forward_macs(self, inputs: Tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
         """The attention products of one forward (the query against every token, then the weighted values), which
@@ -84,6 +86,39 @@ class AttentivePool(nn.Module):
                 f"temporal_embed={self.temporal_embed is not None}")
 
 
+class FramePool(AttentivePool):
+    """Order-aware pooling: the attentive pool over each frame's tokens on its own (one query, shared weights), the
+    per-frame vectors concatenated in frame order: [B, T, N, D] -> [B, T * D].
+
+    Pooling all tokens together returns a weighted average, from which a linear head cannot tell which frame showed
+    what; with one vector per frame in a fixed order it can (e.g. where an object is in the first and in the last
+    frame). The attention products are those of `AttentivePool` on the same tokens.
+
+    Args:
+        dim: Token width D.
+        num_heads: Attention heads; must divide dim.
+        num_frames: Frames T.
+        eps: LayerNorm epsilon.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 12, num_frames: int = 1, eps: float = 1e-6) -> None:
+        if num_frames < 1:
+            raise ValueError(f"FramePool: num_frames={num_frames} must be >= 1")
+        super().__init__(dim, num_heads, num_frames, eps=eps)
+        self.out_features = dim * num_frames
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 4 or tokens.shape[1] != self.num_frames or tokens.shape[-1] != self.dim:
+            raise ValueError(f"FramePool: expected tokens [B, {self.num_frames}, N, {self.dim}], "
+                             f"got {tuple(tokens.shape)}")
+        b, t, n, d = tokens.shape
+        return super().forward(tokens.reshape(b * t, 1, n, d)).reshape(b, t * d)
+
+
+POOLS = ("tokens", "frames")
+"""`VideoClassifier(pool=...)`: `AttentivePool` over the tokens of all frames (the paper's) or `FramePool`."""
+
+
 class VideoClassifier(nn.Module):
     """Clips [B, T, C, H, W] -> logits [B, num_classes] with a backbone (e.g. a timm ViT) applied to every frame.
 
@@ -100,14 +135,21 @@ class VideoClassifier(nn.Module):
         temporal_embed: Learnable per-frame-index embedding before pooling (off: the paper's order-blind model).
         num_heads: Pooling heads; the backbone's if None.
         head_drop: Dropout before the head.
+        pool: "tokens": `AttentivePool` over the tokens of all frames (the paper's); "frames": `FramePool`, each
+            frame pooled on its own and the frames concatenated in order (order-aware).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, num_frames: int, temporal_embed: bool = False,
-                 num_heads: Optional[int] = None, head_drop: float = 0.0) -> None:
+                 num_heads: Optional[int] = None, head_drop: float = 0.0, pool: str = "tokens") -> None:
         super().__init__()
         family = backbone_for(backbone, "VideoClassifier")
         if num_classes < 1 or num_frames < 1:
             raise ValueError(f"VideoClassifier: num_classes={num_classes} and num_frames={num_frames} must be >= 1")
+        if pool not in POOLS:
+            raise ValueError(f"VideoClassifier: pool={pool!r}; expected one of {POOLS}")
+        if pool == "frames" and temporal_embed:
+            raise ValueError("VideoClassifier: temporal_embed adds nothing to pool='frames', which keeps the frame "
+                             "order already; use one of them")
         if getattr(backbone, "num_classes", 0):
             family.reset_classifier(0)
         dim = family.num_features
@@ -115,9 +157,10 @@ class VideoClassifier(nn.Module):
             num_heads = family.token_layout(family.depth - 1).num_heads if family.depth else max(dim // 64, 1)
         self.backbone = backbone
         self.num_classes, self.num_frames = num_classes, num_frames
-        self.pool = AttentivePool(dim, num_heads, num_frames, temporal_embed)
+        self.pool = (FramePool(dim, num_heads, num_frames) if pool == "frames"
+                     else AttentivePool(dim, num_heads, num_frames, temporal_embed))
         self.head_drop = nn.Dropout(head_drop)
-        self.head = nn.Linear(dim, num_classes)
+        self.head = nn.Linear(self.pool.out_features, num_classes)
 
     def trainable_modules(self) -> List[nn.Module]:
         """The modules added on top of the backbone: pooling and head."""

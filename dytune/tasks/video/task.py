@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from .datasets import VideoDataset
 from .recipes import VideoRecipe, kinetics_recipe, ssv2_recipe
 from ...core.loss import distill_kl
-from .model import VideoClassifier
+from .model import POOLS, VideoClassifier
 from ...utils.settings import AT_LEAST_1, Settings, setting
 from ..base import Task, register_task
 from ..classification.task import top_classes
@@ -41,6 +41,9 @@ class VideoSettings(Settings):
                               AT_LEAST_1)
     temporal_embed: bool = setting("Video: add a learnable embedding per frame index before the attentive pooling "
                                    "(off: the paper's order-blind pooling)", False)
+    video_pool: str = setting("Video: tokens (one attentive pool over the tokens of all frames, blind to frame "
+                              "order: the paper's) or frames (the pool on each frame, the frames concatenated in "
+                              "order: order-aware)", "tokens", choices=POOLS)
     skip_bad_videos: bool = setting("Video: skip missing or undecodable videos (counted in results.json) instead "
                                     "of failing", False)
     video_backend: str = setting("Video decoder: auto (torchcodec when it imports, else PyAV), pyav or torchcodec",
@@ -99,7 +102,8 @@ class VideoTask(Task):
         return len(dataset.classes)
 
     def add_head(self, backbone: nn.Module, num_classes: int) -> nn.Module:
-        return VideoClassifier(backbone, num_classes, self.cfg.num_frames, temporal_embed=self.cfg.temporal_embed)
+        return VideoClassifier(backbone, num_classes, self.cfg.num_frames, temporal_embed=self.cfg.temporal_embed,
+                               pool=self.cfg.video_pool)
 
     def head(self, model: nn.Module) -> Sequence[nn.Module]:
         return model.trainable_modules()

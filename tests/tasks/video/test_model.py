@@ -4,7 +4,7 @@ import timm
 import torch
 
 import dytune
-from dytune.tasks.video.model import AttentivePool, VideoClassifier
+from dytune.tasks.video.model import AttentivePool, FramePool, VideoClassifier
 from tests.conftest import converted
 
 T = 4
@@ -78,6 +78,22 @@ def test_temporal_embed_starts_at_zero_and_then_sees_order(clips):
     assert (forward - backward).abs().max() > 1e-3
 
 
+def test_frame_pool_pools_each_frame_and_keeps_their_order(clips):
+    model = VideoClassifier(tiny_backbone(), 5, T, pool="frames").eval()
+    _randomize(model.pool)
+    assert isinstance(model.pool, FramePool) and model.head.in_features == T * 48
+    with torch.no_grad():
+        tokens = model.frame_tokens(clips)
+        pooled = model.pool(tokens)
+        each = [AttentivePool.forward(model.pool, tokens[:, i:i + 1]) for i in range(T)]  # one frame at a time
+        forward, backward = model(clips), model(clips.flip(1))
+    assert pooled.shape == (3, T * 48)
+    assert torch.allclose(pooled, torch.cat(each, dim=1), atol=1e-6)
+    assert (forward - backward).abs().max() > 1e-3  # order-aware from the start
+    with pytest.raises(ValueError, match=r"FramePool: expected tokens \[B, 4, N, 48\], got \(3, 3, 17, 48\)"):
+        model.pool(tokens[:, :3])
+
+
 def test_pool_starts_as_mean_of_values():
     pool = AttentivePool(48, num_heads=4)
     tokens = torch.randn(2, 3, 5, 48)
@@ -98,6 +114,10 @@ def test_bad_input_and_settings(clips):
         AttentivePool(48, num_heads=4, num_frames=4, temporal_embed=True)(torch.randn(1, 3, 5, 48))
     with pytest.raises(TypeError, match="timm VisionTransformer"):
         VideoClassifier(torch.nn.Linear(3, 3), 5, T)
+    with pytest.raises(ValueError, match=r"pool='frame'; expected one of \('tokens', 'frames'\)"):
+        VideoClassifier(tiny_backbone(), 5, T, pool="frame")
+    with pytest.raises(ValueError, match="temporal_embed adds nothing to pool='frames'"):
+        VideoClassifier(tiny_backbone(), 5, T, temporal_embed=True, pool="frames")
 
 
 @pytest.mark.parametrize("variant,experts", [("mlp", 1), ("attn", 1), ("attn_mlp", 1), ("layer", 1), ("mlp", 4),

@@ -178,10 +178,11 @@ def test_padded_clips_are_counted_in_the_log_and_results(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dyt", "adaptformer", "linear"])
-def test_macs_per_clip_match_torch_counter(tmp_path, method):
+@pytest.mark.parametrize("method, pool", [("dyt", "tokens"), ("adaptformer", "tokens"), ("linear", "tokens"),
+                                          ("dyt", "frames")])
+def test_macs_per_clip_match_torch_counter(tmp_path, method, pool):
     run = tmp_path / "run"
-    train(config(tmp_path, epochs=1, method=method))
+    train(config(tmp_path, epochs=1, method=method, video_pool=pool))
     loaded = load_run(run)
     model = countable(loaded.model.eval()).requires_grad_(False)  # the counter hooks leaf inputs that need grad
     views = loaded.task.example_input().normal_()
