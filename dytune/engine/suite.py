@@ -138,11 +138,13 @@ def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrid
         for run, point in (to_lengthen(chosen, grid, extra, gains, rule["lengthen"]) if "lengthen" in rule
                            else {}).items():
             trial = {**extra, run: [*extra.get(run, []), point]}
-            if train and run in wanted:
+            finished = _point_finished(suite, run, point, overrides, trial, memory)
+            if train and run in wanted and not finished:
                 print(f"{run}: its validation curves still rose at {point_name(chosen[run])} (late gain "
                       f"{gains[run]:+.2f}); searching {point_name(point)}")
                 _train_search(suite, [run], overrides, trial, memory, gpus)
-            if _point_finished(suite, run, point, overrides, trial, memory):
+                finished = _point_finished(suite, run, point, overrides, trial, memory)
+            if finished:
                 grown[run] = trial[run]
         if not grown:
             break

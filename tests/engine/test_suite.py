@@ -181,7 +181,8 @@ def test_suite_lengthens_a_rising_choice_then_resumes(tmp_path, monkeypatch, cap
     assert (out / "curves.md").is_file() and (out / "curves.png").stat().st_size > 0
     # rerun: the lengthened point is found on disk, nothing trains, the same choice
     assert main(["suite", str(path), "--search-only"]) == 0
-    assert "[1/" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "[1/" not in printed and "searching" not in printed
     assert list(csv.DictReader((out / "selection.csv").open())) == table
     # without the rule's trigger, the report keeps the finished lengthened point of the search
     monkeypatch.setattr(suite_module, "mean_late_gains", lambda curves, tasks: {run: 0.0 for run, _ in curves})
