@@ -57,6 +57,7 @@ def timing_warning(what: str, spread: float) -> Optional[str]:
     do about it; None when the timing can be trusted."""
     if spread <= UNRELIABLE_SPREAD:
         return None
-    return (f"warning: {what} varied by ±{100 * spread:.0f} % between rounds (more than ±{100 * UNRELIABLE_SPREAD:.0f} "
+    # one decimal: a spread just over the limit would otherwise print as the limit itself ("±10 % ... more than ±10 %")
+    return (f"warning: {what} varied by ±{100 * spread:.1f} % between rounds (more than ±{100 * UNRELIABLE_SPREAD:.0f} "
             f"%), so other work on this machine shaped it; rerun on a quiet machine, or with fewer threads "
             f"(--threads N, or OMP_NUM_THREADS=N), before trusting it")

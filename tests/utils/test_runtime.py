@@ -14,7 +14,9 @@ def test_relative_spread_is_half_the_range_over_the_median():
 def test_a_timing_within_the_bound_gets_no_warning_and_a_wider_one_says_what_to_do():
     assert timing_warning("the speed-up", UNRELIABLE_SPREAD) is None
     warning = timing_warning("the speed-up", 0.25)
-    assert warning.startswith("warning: the speed-up varied by ±25 % between rounds")
+    assert warning.startswith("warning: the speed-up varied by ±25.0 % between rounds")
+    just_over = timing_warning("the speed-up", UNRELIABLE_SPREAD + 0.004)
+    assert just_over.startswith(f"warning: the speed-up varied by ±{100 * UNRELIABLE_SPREAD + 0.4:.1f} %")
     assert "quiet machine" in warning and "--threads" in warning
 
 
