@@ -38,26 +38,28 @@ def test_demo_runs_end_to_end_on_a_reduced_setting(kind, tmp_path, capsys):
     assert "reusing the finished run" in capsys.readouterr().out
 
 
-def test_demo_speed_reports_its_spread_and_threads():
-    import time
-
+def test_demo_speed_reports_its_spread_and_threads(monkeypatch):
     import torch
 
+    from dytune.bench import timing as timing_module
     from dytune.mini.demo import speed
 
+    # a fake clock that only the two models advance, so a busy machine cannot change the numbers
+    clock = [0.0]
+    monkeypatch.setattr(timing_module.time, "perf_counter", lambda: clock[0])
     delays = iter([0.001, 0.002, 0.008])  # the warm-up, then two rounds of a busy machine: the second 4x slower
 
     def dense(x):
-        time.sleep(next(delays))
+        clock[0] += next(delays)
         return x
 
     def dyt(x):
-        time.sleep(0.001)
+        clock[0] += 0.001
         return x
 
     timing = speed(dyt, dense, torch.zeros(2, 3), lambda model, x: model(x), repeats=2)
     assert timing["rounds"] == 2 and timing["threads"] == torch.get_num_threads()
-    assert timing["spread"] > 0.3  # per-round speed-ups near 2 and 8
+    assert timing["spread"] == pytest.approx(0.6)  # per-round speed-ups 2 and 8: half the range over the median
 
 
 def test_demo_refuses_a_subset_of_another_data_set(tmp_path, capsys):
