@@ -21,9 +21,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--gpus", type=int, default=None, metavar="N",
                    help="train each run in a `dytune train` process of its own, N at a time, one GPU each (0: one "
                         "after another on CPU; default: every run in this process, one after another)")
+    p.add_argument("--jobs", type=int, default=None, metavar="K",
+                   help="with --gpus: K run processes at a time, shared among the GPUs (each new one goes to the GPU "
+                        "running the fewest; small models leave a GPU idle), or side by side on CPU with --gpus 0")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     return suite.train_suite(args.suite, args.overrides, args.report_only, args.search_only, args.only, args.seeds,
-                             args.gpus)
+                             args.gpus, args.jobs)

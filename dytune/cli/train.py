@@ -59,6 +59,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         p.add_argument("--tasks", nargs="*", default=None, help="task folders (default: the 19 VTAB-1K tasks)")
         p.add_argument("--output", type=Path, default=Path("runs/vtab"), help="runs go to OUTPUT/<task>")
         p.add_argument("--gpus", type=int, default=None, help="parallel jobs, one GPU each (default: all GPUs)")
+        p.add_argument("--jobs", type=int, default=None, metavar="K",
+                       help="K run processes at a time, shared among the GPUs (default: one per GPU; one on CPU)")
         p.set_defaults(run=run_vtab)
     elif name == "vtab-summary":
         p = sub.add_parser(name, help="table of finished VTAB-1K runs", description="Summarise finished runs as "
@@ -145,7 +147,7 @@ def run_vtab(args: argparse.Namespace) -> int:
     plan = [(task, TrainConfig.load(args.config, [*args.overrides, f"task={task}", f"output_dir={args.output / task}"]))
             for task in tasks]
     gpus = args.gpus if args.gpus is not None else torch.cuda.device_count()
-    failed = train_plan(plan, gpus=gpus, label=lambda task, cfg: task, announce_skipped=True)
+    failed = train_plan(plan, gpus=gpus, jobs=args.jobs, label=lambda task, cfg: task, announce_skipped=True)
     return 1 if failed else 0
 
 

@@ -1,11 +1,13 @@
 """The one multi-run loop of `dytune suite` and `dytune vtab`: which runs of a plan train, resume or start over, in
-this process or one `dytune train` process per run (N at a time, one GPU each), and which failed."""
+this process or one `dytune train` process per run (N at a time, one GPU each, or K at a time shared among the
+GPUs or CPU cores), and which failed."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -18,6 +20,7 @@ __all__ = ["train_plan", "train_command"]
 
 
 def train_plan(plan: List[Tuple[str, TrainConfig]], results: Optional[Path] = None, gpus: Optional[int] = None,
+               jobs: Optional[int] = None,
                label: Callable[[str, TrainConfig], str] = lambda name, cfg: f"{name} {cfg.task} seed {cfg.seed}",
                announce_skipped: bool = False) -> List[str]:
     """Train the runs of `plan` that have not finished, resuming any that were interrupted: the one multi-run loop of
@@ -32,6 +35,8 @@ def train_plan(plan: List[Tuple[str, TrainConfig]], results: Optional[Path] = No
         gpus: None: train in this process, one run after another (an error stops the loop). N >= 1: one `dytune
             train` process per run, N at a time, each on its own GPU (CUDA_VISIBLE_DEVICES); 0: such processes one
             after another on CPU. A failed process is reported and the loop goes on.
+        jobs: With `gpus`, how many such processes run at a time (default: one per GPU, one on CPU); each new one
+            goes to the GPU running the fewest, so a small model can share a GPU, or CPU runs use several cores.
         label: How messages name a run.
         announce_skipped: Print a line for every finished run that is skipped.
 
@@ -41,6 +46,9 @@ def train_plan(plan: List[Tuple[str, TrainConfig]], results: Optional[Path] = No
     from .rundir import RUN_FILES, has_checkpoint
     from .trainer import train
 
+    if jobs is not None and (gpus is None or jobs < 1):
+        raise ValueError(f"jobs={jobs}: the number of run processes at a time must be at least 1, and needs gpus "
+                         f"(0 for processes on CPU)")
     remembered = row_keys(read_csv(results)) if results is not None else {}
     pending = []
     for i, (name, cfg) in enumerate(plan, start=1):
@@ -59,22 +67,36 @@ def train_plan(plan: List[Tuple[str, TrainConfig]], results: Optional[Path] = No
             print(heading)
             train(cfg, resume=resume)
         return []
+    width = jobs or max(1, gpus)
     failed: List[str] = []
-    running: List[Tuple[str, subprocess.Popen]] = []
-    for i, (heading, text, cfg, resume) in enumerate(pending):
+    running: List[Tuple[str, Optional[int], subprocess.Popen]] = []
+    for heading, text, cfg, resume in pending:
+        while len(running) >= width:
+            failed += _reap(running)
         env = dict(os.environ)
+        device = None
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-        print(heading + (f" on GPU {i % gpus}" if gpus else ""))
-        running.append((text, subprocess.Popen(train_command(cfg, resume), env=env)))
-        if len(running) >= max(1, gpus):
-            done, proc = running.pop(0)
-            if proc.wait():
-                failed.append(done)
-    failed += [done for done, proc in running if proc.wait()]
+            load = [sum(1 for _, d, _ in running if d == g) for g in range(gpus)]
+            device = load.index(min(load))
+            env["CUDA_VISIBLE_DEVICES"] = str(device)
+        print(heading + (f" on GPU {device}" if device is not None else ""))
+        running.append((text, device, subprocess.Popen(train_command(cfg, resume), env=env)))
+    while running:
+        failed += _reap(running)
     if failed:
         print(f"failed: {', '.join(failed)} (rerun the same command to resume them)")
     return failed
+
+
+def _reap(running: List[Tuple[str, Optional[int], subprocess.Popen]]) -> List[str]:
+    """Wait until one of the `running` processes ends, drop it, and return its label if it failed."""
+    while True:
+        for i, (text, _, proc) in enumerate(running):
+            code = proc.poll()
+            if code is not None:
+                running.pop(i)
+                return [text] if code else []
+        time.sleep(0.5)
 
 
 def train_command(cfg: TrainConfig, resume: bool = False) -> List[str]:

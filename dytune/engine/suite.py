@@ -7,7 +7,8 @@ data_root), applied after `base` and before the run's. Finished
 runs are skipped and interrupted ones resumed, so the same command continues a suite. A run also counts as finished
 when the suite's results.csv holds its row, so run folders (checkpoints) may be deleted without losing results.
 `train_plan` is the one multi-run loop: `dytune vtab` trains its tasks with it too. `--gpus N` trains each run in a
-`dytune train` process of its own, N at a time, one GPU each.
+`dytune train` process of its own, N at a time, one GPU each; `--jobs K` runs K at a time instead (several small
+runs per GPU, or side by side on CPU cores with `--gpus 0`).
 
 Recipe selection: `grid` names the settings searched (a list is an axis, every combination a point, a single value
 is fixed; `warmup_fraction: f` sets warmup_epochs = f x epochs) and `select` how a search run trains and is scored
@@ -40,19 +41,22 @@ __all__ = ["train_suite", "run_suite", "run_selection", "train_plan"]
 
 
 def run_suite(suite: Dict[str, Any], overrides: List[str] = (),
-              choices: Optional[Dict[str, Dict[str, Any]]] = None, gpus: Optional[int] = None) -> List[str]:
+              choices: Optional[Dict[str, Dict[str, Any]]] = None, gpus: Optional[int] = None,
+              jobs: Optional[int] = None) -> List[str]:
     """Train every planned run that has not finished.
 
     Args:
         suite: The loaded suite (possibly restricted by `select`).
         overrides: key=value settings for every run.
         choices: With a grid, run -> chosen point (`run_selection`); runs without one are not trained.
-        gpus: Where runs train (`train_plan`): None in this process, N in processes of their own.
+        gpus, jobs: Where runs train (`train_plan`): gpus None in this process, N in processes of their own, jobs
+            of them at a time.
 
     Returns:
         The runs whose process failed (`train_plan`).
     """
-    return orchestrator.train_plan(planned_runs(suite, overrides, choices), Path(suite["output"]) / "results.csv", gpus)
+    return orchestrator.train_plan(planned_runs(suite, overrides, choices), Path(suite["output"]) / "results.csv", gpus,
+                                   jobs)
 
 
 def _searching(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]]) -> List[str]:
@@ -75,8 +79,8 @@ def _greater_is_better(plan: List[Tuple[str, TrainConfig]]) -> Dict[str, bool]:
 
 
 def _train_search(suite: Dict[str, Any], names: Sequence[str], overrides: List[str],
-                  extra: Mapping[str, Sequence[Dict[str, Any]]], memory: Path, gpus: Optional[int]) -> None:
-    failed = orchestrator.train_plan(planned_search(suite, names, overrides, extra), memory, gpus)
+                  extra: Mapping[str, Sequence[Dict[str, Any]]], memory: Path, gpus: Optional[int], jobs: Optional[int]) -> None:
+    failed = orchestrator.train_plan(planned_search(suite, names, overrides, extra), memory, gpus, jobs)
     if failed:
         raise RunError(f"{suite['output']}: search run(s) {', '.join(failed)} failed; rerun the same command to "
                        f"resume them")
@@ -99,7 +103,8 @@ def _chosen_curves(plan: List[Tuple[str, TrainConfig]], chosen: Mapping[str, Map
 
 
 def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrides: List[str] = (),
-                  train: bool = True, gpus: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+                  train: bool = True, gpus: Optional[int] = None,
+                  jobs: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
     """Search the grid for `runs` (training what is missing when `train`), lengthen where `select.lengthen` says
     so, then score every searching run of the suite from what is on disk and write `selection.csv`, `selection.md`,
     `curves.md` and `curves.png`.
@@ -109,7 +114,7 @@ def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrid
         runs: The runs about to be trained (their `select_as` runs are searched for them).
         overrides: key=value settings for every run.
         train: Train the missing search runs; otherwise only report (lengthened points count once finished).
-        gpus: Where search runs train (`train_plan`); a failed one stops the suite before any choice.
+        gpus, jobs: Where search runs train (`train_plan`); a failed one stops the suite before any choice.
 
     Returns:
         Run name -> its chosen point (axis values), for every run of the suite whose choice is known.
@@ -121,7 +126,7 @@ def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrid
     wanted, everyone = _searching(suite, runs), _searching(suite, suite["runs"])
     extra: Dict[str, List[Dict[str, Any]]] = {}
     if train:
-        _train_search(suite, wanted, overrides, extra, memory, gpus)
+        _train_search(suite, wanted, overrides, extra, memory, gpus, jobs)
     while True:
         plan = planned_search(suite, everyone, overrides, extra)
         rows = collect(plan, read_csv(memory))
@@ -142,7 +147,7 @@ def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrid
             if train and run in wanted and not finished:
                 print(f"{run}: its validation curves still rose at {point_name(chosen[run])} (late gain "
                       f"{gains[run]:+.2f}); searching {point_name(point)}")
-                _train_search(suite, [run], overrides, trial, memory, gpus)
+                _train_search(suite, [run], overrides, trial, memory, gpus, jobs)
                 finished = _point_finished(suite, run, point, overrides, trial, memory)
             if finished:
                 grown[run] = trial[run]
@@ -163,7 +168,8 @@ def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrid
 
 
 def train_suite(path: Path, overrides: Sequence[str] = (), report_only: bool = False, search_only: bool = False,
-                only: Optional[List[str]] = None, seeds: Optional[List[int]] = None, gpus: Optional[int] = None) -> int:
+                only: Optional[List[str]] = None, seeds: Optional[List[int]] = None, gpus: Optional[int] = None,
+                jobs: Optional[int] = None) -> int:
     """`dytune suite`: search the recipes (with a grid), train what has not finished, then report every finished run
     of the suite (whatever `only` and `seeds` trained this time).
 
@@ -173,7 +179,7 @@ def train_suite(path: Path, overrides: Sequence[str] = (), report_only: bool = F
         report_only: Only rebuild the CSV, table and plot.
         search_only: With a grid: only train the search runs and write the selection.
         only, seeds: Train only these runs and seeds of the suite (`select`).
-        gpus: Where runs train (`train_plan`).
+        gpus, jobs: Where runs train (`train_plan`).
 
     Returns:
         The exit code: 1 when no run has finished or a run failed, else 0.
@@ -183,10 +189,10 @@ def train_suite(path: Path, overrides: Sequence[str] = (), report_only: bool = F
     if search_only and "grid" not in suite:
         raise ValueError(f"{path}: --search-only needs a grid and select block in the suite")
     part = select(suite, only, seeds)
-    choices = run_selection(suite, part["runs"], overrides, not report_only, gpus) if "grid" in suite else None
+    choices = run_selection(suite, part["runs"], overrides, not report_only, gpus, jobs) if "grid" in suite else None
     if search_only:
         return 0
-    failed = run_suite(part, overrides, choices, gpus) if not report_only else []
+    failed = run_suite(part, overrides, choices, gpus, jobs) if not report_only else []
     rows = collect(planned_runs(suite, overrides, choices), read_csv(Path(suite["output"]) / "results.csv"))
     if not rows:
         print("no finished run yet")

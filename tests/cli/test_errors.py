@@ -146,7 +146,7 @@ def test_vtab_resumes_from_a_checkpoint_and_restarts_attempts_without_one(tmp_pa
             task = next(c for c in cmd if c.startswith("task=")).partition("=")[2]
             started[task] = cmd
 
-        def wait(self):
+        def poll(self):  # the process has already ended, successfully
             return 0
 
     import dytune.engine.orchestrator as suite  # the loop dytune vtab delegates to

@@ -8,6 +8,7 @@ import pytest
 import dytune.engine.orchestrator as suite_module
 import dytune.engine.trainer as trainer_module
 from dytune.cli import main
+from dytune.cli import suite as suite_cli
 from dytune.engine.orchestrator import train_command, train_plan
 from dytune.engine.results import write_csv
 from dytune.run_config import TrainConfig
@@ -56,24 +57,34 @@ def test_a_suite_results_row_counts_as_finished_and_skips_are_quiet_by_default(t
 
 
 class _Process:
-    """A stand-in for subprocess.Popen: records the command and environment, exits with the code it is given."""
+    """A stand-in for subprocess.Popen: records the command and environment, and the order in which processes start
+    and end; a process ends (with the code it is given) the first time it is polled."""
 
     started: List = []
     codes: Dict[str, int] = {}
+    events: List = []
 
     def __init__(self, cmd: List[str], env: Dict[str, str]):
         self.task = next(a.split("=", 1)[1].strip('"') for a in cmd if a.startswith("task="))
         _Process.started.append((self.task, cmd, env.get("CUDA_VISIBLE_DEVICES")))
+        _Process.events.append(("start", self.task))
 
-    def wait(self) -> int:
+    def poll(self) -> int:
+        _Process.events.append(("end", self.task))
         return _Process.codes.get(self.task, 0)
 
 
-@pytest.mark.parametrize("gpus, devices", [(0, [None, None, None]), (1, ["0", "0", "0"]), (2, ["0", "1", "0"])])
-def test_process_per_run_spreads_over_gpus_and_reports_failures(tmp_path, monkeypatch, capsys, gpus, devices):
+@pytest.fixture
+def processes(monkeypatch):
     monkeypatch.setattr(suite_module.subprocess, "Popen", _Process)
     monkeypatch.setattr(_Process, "started", [])
+    monkeypatch.setattr(_Process, "events", [])
     monkeypatch.setattr(_Process, "codes", {"paused": 3})
+    return _Process
+
+
+@pytest.mark.parametrize("gpus, devices", [(0, [None, None, None]), (1, ["0", "0", "0"]), (2, ["0", "1", "0"])])
+def test_process_per_run_spreads_over_gpus_and_reports_failures(tmp_path, processes, capsys, gpus, devices):
     failed = train_plan(_plan(tmp_path, STATES), gpus=gpus, label=lambda name, cfg: name)
     assert failed == ["paused"]
     assert [(task, device) for task, _, device in _Process.started] == list(zip(("fresh", "paused", "died"), devices))
@@ -81,6 +92,37 @@ def test_process_per_run_spreads_over_gpus_and_reports_failures(tmp_path, monkey
     for task, (resume, overwrite) in EXPECTED.items():
         assert ("--resume" in commands[task]) == resume and ("overwrite=true" in commands[task]) == overwrite
     assert "failed: paused (rerun the same command to resume them)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("gpus, jobs, devices, events", [
+    (0, None, [None] * 3, ["start fresh", "end fresh", "start paused", "end paused", "start died", "end died"]),
+    (0, 2, [None] * 3, ["start fresh", "start paused", "end fresh", "start died", "end paused", "end died"]),
+    (1, 3, ["0"] * 3, ["start fresh", "start paused", "start died", "end fresh", "end paused", "end died"]),
+    (2, 4, ["0", "1", "0"], ["start fresh", "start paused", "start died", "end fresh", "end paused", "end died"]),
+])
+def test_jobs_run_several_processes_at_a_time_on_the_least_busy_gpu(tmp_path, processes, gpus, jobs, devices, events):
+    assert train_plan(_plan(tmp_path, STATES), gpus=gpus, jobs=jobs, label=lambda name, cfg: name) == ["paused"]
+    assert [device for _, _, device in processes.started] == devices
+    assert [f"{kind} {task}" for kind, task in processes.events] == events
+
+
+@pytest.mark.parametrize("gpus, jobs", [(None, 2), (1, 0), (0, -1)])
+def test_jobs_need_processes_and_a_positive_count(tmp_path, processes, gpus, jobs):
+    with pytest.raises(ValueError, match=f"jobs={jobs}: .* at least 1, and needs gpus"):
+        train_plan(_plan(tmp_path, {"a": "fresh"}), gpus=gpus, jobs=jobs)
+    assert processes.started == []
+
+
+def test_suite_command_passes_jobs_to_the_loop(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake(*args):
+        seen["args"] = args
+        return 0
+
+    monkeypatch.setattr(suite_cli.suite, "train_suite", fake)
+    assert main(["suite", str(tmp_path / "s.yaml"), "--gpus", "0", "--jobs", "2"]) == 0
+    assert seen["args"][-2:] == (0, 2)
 
 
 @pytest.mark.parametrize("values", [
@@ -103,7 +145,7 @@ def test_the_process_command_reproduces_the_config_exactly(values):
 def test_vtab_plans_every_task_and_delegates_to_the_loop(tmp_path, monkeypatch):
     seen = {}
 
-    def fake(plan, results=None, gpus=None, label=None, announce_skipped=False):
+    def fake(plan, results=None, gpus=None, jobs=None, label=None, announce_skipped=False):
         seen.update(plan=plan, gpus=gpus, labels=[label(n, c) for n, c in plan], announce=announce_skipped)
         return ["svhn"]
 
