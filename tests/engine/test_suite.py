@@ -245,3 +245,23 @@ def test_select_as_and_search_only_need_a_grid(tmp_path, capsys):
     path.write_text(yaml.safe_dump(suite))
     assert main(["suite", str(path), "--search-only"]) != 0
     assert "--search-only needs a grid and select block" in capsys.readouterr().err
+
+
+def test_the_paper_recipe_suite_plans_the_papers_vtab_recipe_for_dyt_and_adaptformer():
+    """configs/minivtab_paper_recipe.yaml: every mini-VTAB task x 3 seeds for DyT r=0.5 and AdaptFormer at the
+    paper's VTAB-1K recipe (100 epochs, lr 1e-3, 10 warm-up epochs), the base otherwise the grid suite's."""
+    from pathlib import Path
+
+    from dytune.engine.suite_file import planned_runs
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    paper, grid = load_suite(configs / "minivtab_paper_recipe.yaml"), load_suite(configs / "minivtab_suite.yaml")
+    plan = planned_runs(paper)
+    assert len(plan) == 2 * 7 * 3 and paper["tasks"] == grid["tasks"]
+    assert {(name, cfg.method, cfg.target_rate if cfg.method == "dyt" else None) for name, cfg in plan} == {
+        ("dyt-r0.5", "dyt", 0.5), ("adaptformer", "adaptformer", None)}
+    for _, cfg in plan:
+        assert (cfg.epochs, cfg.lr, cfg.warmup_epochs, cfg.eval_every) == (100, 1e-3, 10, 100)
+    recipe = {"lr", "epochs", "warmup_epochs", "eval_every"}
+    assert {k: v for k, v in paper["base"].items() if k not in recipe} == {
+        k: v for k, v in grid["base"].items() if k not in recipe}
