@@ -14,7 +14,6 @@ searched too and competes by the same rule, up to m epochs.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import statistics
@@ -101,8 +100,7 @@ def _check_lengthen(path: Path, suite: Mapping[str, Any]) -> None:
     if type(most) is not int or most < 2 * max(epochs):
         raise ValueError(f"{path}: select.lengthen.max_epochs={most!r}; expected an integer >= {2 * max(epochs)} "
                          f"(twice the grid's longest point), else nothing is ever lengthened")
-    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "eval_every")
-    every = suite["select"].get("eval_every", suite["base"].get("eval_every", default))
+    every = suite["select"].get("eval_every", suite["base"].get("eval_every", TrainConfig.eval_every))
     if type(every) is not int or every * 6 > max(epochs):
         raise ValueError(f"{path}: select.lengthen reads validation curves: set select.eval_every so that the "
                          f"longest search runs evaluate at least 6 times (at most {max(epochs) // 6} for grid.epochs "
