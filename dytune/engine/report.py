@@ -2,9 +2,10 @@
 the plots, written next to the results CSV."""
 from __future__ import annotations
 
+import itertools
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -100,19 +101,52 @@ def plot_keep_rates(rows: List[Dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def label_offsets(points: Sequence[Tuple[float, float]], widths: Sequence[float], height: float = 10.0,
+                  step: float = 10.0) -> List[Tuple[float, float]]:
+    """Offsets (in points) that keep the labels of nearby points from overlapping.
+
+    Each label starts up and to the right of its point; where its box meets a box already placed, it tries one step
+    below, one above, two below, and so on.
+
+    Args:
+        points: the points' positions in points (1/72 inch), in plotting order.
+        widths: each label's width, in points.
+        height: a label's height, in points.
+        step: how far apart the tried positions are.
+    """
+    placed: List[Tuple[float, float, float]] = []
+    offsets = []
+    for (x, y), width in zip(points, widths):
+        for k in itertools.count():
+            dy = 4.0 + step * ((k + 1) // 2) * (-1 if k % 2 else 1)
+            if not any(bx < x + 4.0 + width and x + 4.0 < bx + bw and abs(y + dy - by) < height
+                       for bx, by, bw in placed):
+                break
+        placed.append((x + 4.0, y + dy, width))
+        offsets.append((4.0, dy))
+    return offsets
+
+
 def plot(summary: List[Dict[str, Any]], path: Path, metric: str = "accuracy", unit: str = "img") -> Path:
     """The metric against GMACs and against measured samples/s, one point per run with its seed std."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import Affine2D
 
     done = [s for s in summary if s["mean"] is not None]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "gmacs", f"GMACs per {unit}"), (axes[1], "images_per_s", f"measured {unit}/s")):
         for s in done:
             ax.errorbar(s[key], s["mean"], yerr=s["std"], fmt="o", capsize=3)
-            ax.annotate(s["run"], (s[key], s["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.autoscale_view()
+        # Labels are placed in points, after autoscaling, so that "nearby" means nearby on the page.
+        to_points = ax.transData + fig.dpi_scale_trans.inverted() + Affine2D().scale(72)
+        where = [tuple(to_points.transform((s[key], s["mean"]))) for s in done]
+        # About 0.6 of the font size per character.
+        for s, offset in zip(done, label_offsets(where, [0.6 * 7 * len(s["run"]) for s in done])):
+            ax.annotate(s["run"], (s[key], s["mean"]), textcoords="offset points", xytext=offset, fontsize=7)
         ax.set_xlabel(label)
         ax.set_ylabel(f"mean {metric} over tasks (%)")
         ax.grid(alpha=0.3)
