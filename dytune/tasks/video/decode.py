@@ -197,7 +197,9 @@ class PyAVReader(VideoReader):
             raise VideoDecodeError(f"{self.path}: cannot decode ({e})") from e
 
     def _array(self, frame: Any) -> np.ndarray:
-        return frame.to_ndarray(format="rgb24", width=self._info.width, height=self._info.height)
+        # One scaling thread: DataLoader workers already run in parallel, and PyAV 18.1.1's automatic thread count
+        # hangs in workers forked from a process that has converted frames before.
+        return frame.to_ndarray(format="rgb24", width=self._info.width, height=self._info.height, threads=1)
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         if self._container is None:
