@@ -79,7 +79,8 @@ def _greater_is_better(plan: List[Tuple[str, TrainConfig]]) -> Dict[str, bool]:
 
 
 def _train_search(suite: Dict[str, Any], names: Sequence[str], overrides: List[str],
-                  extra: Mapping[str, Sequence[Dict[str, Any]]], memory: Path, gpus: Optional[int], jobs: Optional[int]) -> None:
+                  extra: Mapping[str, Sequence[Dict[str, Any]]], memory: Path, gpus: Optional[int],
+                  jobs: Optional[int]) -> None:
     failed = orchestrator.train_plan(planned_search(suite, names, overrides, extra), memory, gpus, jobs)
     if failed:
         raise RunError(f"{suite['output']}: search run(s) {', '.join(failed)} failed; rerun the same command to "

@@ -29,7 +29,7 @@ def test_keep_rate_table_fills_a_shallower_run_with_empty_cells():
 
 @pytest.mark.parametrize("points, offsets", [
     ([(0, 0), (200, 0)], [(4, 4), (4, 4)]),                   # far apart: both above
-    ([(0, 0), (10, 2)], [(4, 4), (4, 14)]),                   # its start and one step down meet the first label: one step up
+    ([(0, 0), (10, 2)], [(4, 4), (4, 14)]),                   # start and one down meet the first: one up
     ([(0, 0), (5, 0), (9, 1)], [(4, 4), (4, -6), (4, 14)]),   # below, then above
     ([(0, 0), (0, 30)], [(4, 4), (4, 4)]),                    # stacked points far enough apart
     ([(100, 0), (0, 0)], [(4, 4), (4, 4)]),                   # a label ends before the next one starts
