@@ -140,18 +140,17 @@ def run_selection(suite: Dict[str, Any], runs: Sequence[Dict[str, Any]], overrid
         curves = _chosen_curves(plan, chosen, tasks, metric)
         # as improvement: a metric where lower is better improves when it falls
         gains = {run: g if g is None or greater[run] else -g for run, g in mean_late_gains(curves, tasks).items()}
-        grown = {}
-        for run, point in (to_lengthen(chosen, grid, extra, gains, rule["lengthen"]) if "lengthen" in rule
-                           else {}).items():
-            trial = {**extra, run: [*extra.get(run, []), point]}
-            finished = _point_finished(suite, run, point, overrides, trial, memory)
-            if train and run in wanted and not finished:
-                print(f"{run}: its validation curves still rose at {point_name(chosen[run])} (late gain "
-                      f"{gains[run]:+.2f}); searching {point_name(point)}")
-                _train_search(suite, [run], overrides, trial, memory, gpus, jobs)
-                finished = _point_finished(suite, run, point, overrides, trial, memory)
-            if finished:
-                grown[run] = trial[run]
+        longer = to_lengthen(chosen, grid, extra, gains, rule["lengthen"]) if "lengthen" in rule else {}
+        trial = {**extra, **{run: [*extra.get(run, []), point] for run, point in longer.items()}}
+        missing = [run for run, point in longer.items()
+                   if train and run in wanted and not _point_finished(suite, run, point, overrides, trial, memory)]
+        for run in missing:
+            print(f"{run}: its validation curves still rose at {point_name(chosen[run])} (late gain "
+                  f"{gains[run]:+.2f}); searching {point_name(longer[run])}")
+        if missing:  # in one plan, so that the lengthened points of several runs train side by side
+            _train_search(suite, missing, overrides, trial, memory, gpus, jobs)
+        grown = {run: trial[run] for run, point in longer.items()
+                 if _point_finished(suite, run, point, overrides, trial, memory)}
         if not grown:
             break
         extra.update(grown)

@@ -165,29 +165,38 @@ def test_suite_lengthens_a_rising_choice_then_resumes(tmp_path, monkeypatch, cap
     path = grid_suite(tmp_path, grid={"epochs": [6], "lr": 0.01, "warmup_fraction": 0.5},
                       select={"train_split": "train800", "eval_split": "val200", "eval_every": 1, "tasks": ["a"],
                               "lengthen": {"late_gain_above": 1.0, "max_epochs": 12}},
-                      runs=[{"name": "linear", "method": "linear"}])
+                      runs=[{"name": "linear", "method": "linear"}, {"name": "full", "method": "full"}])
     out = tmp_path / "suite"
+    searched = []
+    train_search = suite_module._train_search
+    monkeypatch.setattr(suite_module, "_train_search",
+                        lambda suite, names, *args: searched.append(list(names)) or train_search(suite, names, *args))
     # every chosen point "still rises", so the suite lengthens 6 -> 12 epochs and stops at max_epochs
     monkeypatch.setattr(suite_module, "mean_late_gains", lambda curves, tasks: {run: 2.0 for run, _ in curves})
     assert main(["suite", str(path), "--search-only"]) == 0
     printed = capsys.readouterr().out
-    assert "linear: its validation curves still rose at epochs6 (late gain +2.00); searching epochs12" in printed
+    for run in ("linear", "full"):
+        assert f"{run}: its validation curves still rose at epochs6 (late gain +2.00); searching epochs12" in printed
+    # the grid, then both lengthened points in one plan (side by side with --jobs)
+    assert searched == [["linear", "full"], ["linear", "full"]]
     longer = yaml.safe_load((out / "search/linear/epochs12/a/seed0/config.yaml").read_text())
     assert (longer["epochs"], longer["warmup_epochs"], longer["eval_split"]) == (12, 6.0, "val200")
     table = list(csv.DictReader((out / "selection.csv").open()))
-    assert [r["point"] for r in table] == ["epochs6", "epochs12"] and sum(int(r["chosen"]) for r in table) == 1
+    assert [(r["run"], r["point"]) for r in table] == [(run, point) for run in ("linear", "full")
+                                                       for point in ("epochs6", "epochs12")]
+    assert sum(int(r["chosen"]) for r in table) == 2
     text = (out / "selection.md").read_text()
-    assert "Lengthened (select.lengthen)" in text and "linear +2.00" in text
+    assert "Lengthened (select.lengthen)" in text and "linear +2.00" in text and "full +2.00" in text
     assert (out / "curves.md").is_file() and (out / "curves.png").stat().st_size > 0
     # rerun: the lengthened point is found on disk, nothing trains, the same choice
     assert main(["suite", str(path), "--search-only"]) == 0
     printed = capsys.readouterr().out
-    assert "[1/" not in printed and "searching" not in printed
+    assert "[1/" not in printed and "searching" not in printed and searched[2:] == [["linear", "full"]]
     assert list(csv.DictReader((out / "selection.csv").open())) == table
     # without the rule's trigger, the report keeps the finished lengthened point of the search
     monkeypatch.setattr(suite_module, "mean_late_gains", lambda curves, tasks: {run: 0.0 for run, _ in curves})
     assert main(["suite", str(path), "--search-only", "--report-only"]) == 0
-    assert [r["point"] for r in csv.DictReader((out / "selection.csv").open())] == ["epochs6"]
+    assert [r["point"] for r in csv.DictReader((out / "selection.csv").open())] == ["epochs6", "epochs6"]
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -205,7 +214,8 @@ def test_suite_lengthens_a_rising_choice_then_resumes(tmp_path, monkeypatch, cap
      r"select.task_settings must map tasks of the suite \['a', 'b'\] to settings"),
     ({"select": {"train_split": "train800"}}, "select leaves task a evaluated on its final split 'test'"),
     ({"select": {"eval_split": "val200", "lengthen": {"late_gain_above": 1.0}}},
-     r"select.lengthen=\{'late_gain_above': 1.0\}; expected a mapping with exactly \['late_gain_above', 'max_epochs'\]"),
+     r"select.lengthen=\{'late_gain_above': 1.0\}; "
+     r"expected a mapping with exactly \['late_gain_above', 'max_epochs'\]"),
     ({"grid": {"lr": [0.01, 0.1]}, "select": {"eval_split": "val200", "lengthen": LENGTHEN}},
      "select.lengthen needs grid.epochs to be an axis of whole epochs, got None"),
     ({"grid": {"epochs": [6, 12]}, "select": {"eval_split": "val200", "eval_every": 1,
